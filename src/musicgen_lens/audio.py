@@ -1,0 +1,435 @@
+"""Loading and saving audio for MusicGen: checked, resampled, and written atomically.
+
+All audio in this package is a float32 ``torch.Tensor`` shaped ``[channels, samples]``
+(channels first, the torch / torchaudio convention), with samples nominally in ``[-1, 1]``.
+
+- :func:`load_audio` reads a file (anything libsndfile reads: wav, flac, ogg/vorbis, mp3, ...)
+  or takes an in-memory array, and optionally crops, converts channels, resamples and
+  normalizes it.  Bad input fails early with a ``ValueError`` that says what was wrong.
+- :func:`save_audio` writes a file atomically and never clips silently.
+- :func:`to_mono`, :func:`convert_channels` and :func:`resample` are the building blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import warnings
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from jaxtyping import Float
+
+__all__ = ["load_audio", "save_audio", "to_mono", "convert_channels", "resample"]
+
+AudioArray = Union[np.ndarray, torch.Tensor]
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Peaks below this are treated as digital silence: normalizing or steering on them is meaningless.
+SILENCE_THRESHOLD = 1e-8
+# Where clip="limit" puts the peak; just under 1.0 so integer PCM encoders cannot wrap around.
+LIMIT_PEAK = 0.999
+# A 2-D array is only read as [channels, samples] when its first dim is no bigger than this or
+# no bigger than its second dim; [16000, 2] is almost surely [samples, channels].
+_MAX_PLAUSIBLE_CHANNELS = 16
+# Extensions libsndfile cannot infer by itself.
+_FORMAT_ALIASES = {"aif": ("AIFF", None), "opus": ("OGG", "OPUS")}
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_sr(sr: object, name: str = "sr") -> int:
+    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer, float, np.floating)):
+        raise ValueError(f"{name} must be a positive integer sample rate in Hz, got {sr!r}")
+    if isinstance(sr, (float, np.floating)) and not float(sr).is_integer():
+        raise ValueError(f"{name} must be a whole number of Hz, got {sr!r}")
+    if sr <= 0:
+        raise ValueError(f"{name} must be a positive sample rate in Hz, got {sr!r}")
+    return int(sr)
+
+
+def _check_2d(audio: torch.Tensor | np.ndarray, what: str) -> None:
+    shape = tuple(audio.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{what} must be [samples] or [channels, samples], got shape {shape}")
+    if shape[0] > _MAX_PLAUSIBLE_CHANNELS and shape[0] > shape[1]:
+        raise ValueError(
+            f"{what} has shape {shape}, which looks like [samples, channels]; channels-first "
+            f"[channels, samples] is expected, so transpose it (e.g. audio.T)"
+        )
+
+
+def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False) -> None:
+    """Reject audio nothing downstream can use: empty, non-finite or (unless allowed) all-silent."""
+    if audio.numel() == 0:
+        raise ValueError(f"{what} is empty (0 samples); expected at least one sample")
+    if not torch.isfinite(audio).all():
+        n_nan = int(torch.isnan(audio).sum())
+        n_inf = int(torch.isinf(audio).sum())
+        raise ValueError(
+            f"{what} contains non-finite values ({n_nan} NaN, {n_inf} inf); "
+            "expected finite samples in [-1, 1]"
+        )
+    peak = float(audio.abs().max())
+    if not allow_silent and peak < SILENCE_THRESHOLD:
+        raise ValueError(
+            f"{what} is all-silent (peak {peak:.3g} < {SILENCE_THRESHOLD:g}); expected audible audio"
+        )
+
+
+def _to_float_tensor(audio: AudioArray, what: str) -> torch.Tensor:
+    """Array-like -> float32 CPU tensor; signed integer PCM is scaled to [-1, 1)."""
+    if isinstance(audio, torch.Tensor):
+        t = audio.detach().cpu()
+        if t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{what} must be real-valued audio, got dtype {t.dtype}")
+        if not t.is_floating_point():
+            if torch.iinfo(t.dtype).min == 0:
+                raise ValueError(f"{what} has unsigned dtype {t.dtype}; expected float or signed PCM")
+            return t.to(torch.float32) / float(torch.iinfo(t.dtype).max + 1)
+        return t.to(torch.float32)
+    if isinstance(audio, np.ndarray):
+        if audio.dtype.kind == "f":
+            # not np.ascontiguousarray: it turns a 0-d array into 1-d and hides the bad shape
+            return torch.from_numpy(audio.astype(np.float32, order="C", copy=False))
+        if audio.dtype.kind == "i":
+            scale = float(np.iinfo(audio.dtype).max) + 1.0
+            return torch.from_numpy((audio.astype(np.float64) / scale).astype(np.float32))
+        raise ValueError(f"{what} has dtype {audio.dtype}; expected float or signed integer PCM")
+    raise TypeError(
+        f"{what} must be a path, numpy array or torch tensor, got {type(audio).__name__}"
+    )
+
+
+def to_mono(audio: Float[torch.Tensor, "channels samples"]) -> Float[torch.Tensor, "1 samples"]:
+    """Average all channels into one, keeping the ``[1, samples]`` shape."""
+    return audio.mean(dim=0, keepdim=True)
+
+
+def convert_channels(
+    audio: Float[torch.Tensor, "channels samples"], channels: int
+) -> Float[torch.Tensor, "out_channels samples"]:
+    """Convert between mono and stereo: 1->2 duplicates the channel, 2->1 averages both.
+
+    Other conversions (e.g. 6->2) need a downmix matrix we would have to guess, so they raise.
+    """
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) or channels < 1:
+        raise ValueError(f"channels must be a positive integer (1 or 2), got {channels!r}")
+    have = audio.shape[0]
+    if have == channels:
+        return audio
+    if have == 1 and channels == 2:
+        return audio.expand(2, -1).clone()
+    if channels == 1:
+        if have == 2:
+            return to_mono(audio)
+    raise ValueError(
+        f"cannot convert {have}-channel audio to {channels} channels; "
+        "only 1->2 (duplicate) and 2->1 (average) are supported, or pass mono=True to average"
+    )
+
+
+def resample(
+    audio: Float[torch.Tensor, "channels samples"], sr_in: int, sr_out: int
+) -> Float[torch.Tensor, "channels new_samples"]:
+    """Resample with soxr (``quality="HQ"``); returns ``audio`` unchanged when rates match."""
+    sr_in = _check_sr(sr_in, "sr_in")
+    sr_out = _check_sr(sr_out, "sr_out")
+    if sr_in == sr_out:
+        return audio
+    device = audio.device
+    # soxr wants [samples, channels]; the copy makes it contiguous.
+    x = np.ascontiguousarray(audio.detach().cpu().to(torch.float32).numpy().T)
+    y = soxr.resample(x, sr_in, sr_out, quality="HQ")
+    return torch.from_numpy(np.ascontiguousarray(y.T)).to(device)
+
+
+def _db_to_gain(db: float) -> float:
+    return 10.0 ** (db / 20.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_file(path: Path, offset: float, duration: float | None) -> tuple[torch.Tensor, int]:
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"expected an audio file but {str(path)!r} is a directory")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr = f.samplerate
+            total = f.frames
+            start = int(round(offset * sr))
+            if offset > 0 and start >= total:
+                raise ValueError(
+                    f"offset={offset}s is beyond the end of {str(path)!r} "
+                    f"({total / sr:.3f}s long); expected 0 <= offset < duration of the file"
+                )
+            frames = -1 if duration is None else max(1, int(round(duration * sr)))
+            if start:
+                f.seek(start)
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except sf.LibsndfileError as e:
+        raise ValueError(
+            f"could not read audio file {str(path)!r}: {e.error_string}; expected a format "
+            "libsndfile reads (wav, flac, ogg, mp3, ...)"
+        ) from e
+    return torch.from_numpy(np.ascontiguousarray(data.T)), sr
+
+
+def load_audio(
+    path_or_array: PathLike | AudioArray,
+    target_sr: int | None = None,
+    mono: bool | None = None,
+    *,
+    sr: int | None = None,
+    channels: int | None = None,
+    offset: float = 0.0,
+    duration: float | None = None,
+    normalize: float | None = None,
+    loudness_db: float | None = None,
+) -> tuple[Float[torch.Tensor, "channels samples"], int]:
+    """Load audio as a float32 ``[channels, samples]`` tensor, plus its sample rate.
+
+    Args:
+        path_or_array: a path to anything libsndfile reads (wav, flac, ogg/vorbis, mp3, ...), or
+            an in-memory numpy array / torch tensor shaped ``[samples]`` or ``[channels, samples]``.
+            Float arrays are taken as is; signed-integer arrays are PCM and scaled to ``[-1, 1)``.
+        target_sr: resample (soxr, "HQ") to this rate if it differs from the source rate.
+        mono: ``True`` averages all channels into one. Exclusive with ``channels``.
+        sr: the sample rate of an in-memory array (required for arrays, refused for paths).
+        channels: ``1`` or ``2``; 1->2 duplicates, 2->1 averages. Exclusive with ``mono``.
+        offset: seconds to skip from the start (files: only the needed part is read).
+        duration: seconds to keep after ``offset`` (``None``: to the end; clipped at the end).
+        normalize: target *peak* level in dBFS (``<= 0``), e.g. ``-1.0`` scales so that
+            ``max|x| == 10 ** (-1 / 20)``. ``None`` leaves the level alone.
+        loudness_db: target *RMS* level in dBFS, e.g. ``-20.0`` scales so that the RMS over all
+            channels and samples is 0.1. The peak may then exceed 1.0; :func:`save_audio` deals
+            with that. Exclusive with ``normalize``.
+
+    Returns:
+        ``(audio, sample_rate)`` with ``audio`` float32 on the CPU; ``sample_rate`` is
+        ``target_sr`` when given.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: unreadable file, wrong shape, missing/non-positive ``sr``, empty, NaN/inf or
+            all-silent audio, bad channel count, ``offset``/``duration`` out of range.
+
+    Order of operations: crop, check, convert channels, resample, normalize.
+    """
+    if offset is None or not math.isfinite(offset) or offset < 0:
+        raise ValueError(f"offset must be a finite number of seconds >= 0, got {offset!r}")
+    if duration is not None and (not math.isfinite(duration) or duration <= 0):
+        raise ValueError(f"duration must be a positive number of seconds (or None), got {duration!r}")
+    if mono is not None and channels is not None:
+        raise ValueError("pass either mono=True or channels=N, not both")
+    if normalize is not None and loudness_db is not None:
+        raise ValueError("pass either normalize (peak dBFS) or loudness_db (RMS dBFS), not both")
+    if normalize is not None and (not math.isfinite(normalize) or normalize > 0):
+        raise ValueError(
+            f"normalize is a target peak in dBFS and must be <= 0 (e.g. -1.0), got {normalize!r}"
+        )
+    if loudness_db is not None and not math.isfinite(loudness_db):
+        raise ValueError(f"loudness_db must be a finite RMS level in dBFS, got {loudness_db!r}")
+    if target_sr is not None:
+        target_sr = _check_sr(target_sr, "target_sr")
+
+    if isinstance(path_or_array, (str, os.PathLike)):
+        if sr is not None:
+            raise ValueError(
+                "sr= is only for in-memory arrays (a file knows its own rate); "
+                "use target_sr= to resample"
+            )
+        path = Path(path_or_array)
+        what = f"audio file {str(path)!r}"
+        audio, sr_in = _read_file(path, offset, duration)
+    else:
+        what = "audio array"
+        shape = tuple(getattr(path_or_array, "shape", ()))
+        if sr is None:
+            raise ValueError(
+                f"sr= is needed for in-memory arrays (got an array of shape {shape} without a "
+                "sample rate); pass e.g. load_audio(array, sr=32000)"
+            )
+        sr_in = _check_sr(sr, "sr")
+        audio = _to_float_tensor(path_or_array, what)
+        if audio.ndim == 1:
+            audio = audio.unsqueeze(0)
+        _check_2d(audio, what)
+        total = audio.shape[1]
+        start = int(round(offset * sr_in))
+        if offset > 0 and start >= total:
+            raise ValueError(
+                f"offset={offset}s is beyond the end of the {what} ({total / sr_in:.3f}s long); "
+                "expected 0 <= offset < its duration"
+            )
+        stop = total if duration is None else start + max(1, int(round(duration * sr_in)))
+        audio = audio[:, start:stop]
+
+    _check_content(audio, what)
+
+    if mono:
+        audio = to_mono(audio)
+    elif channels is not None:
+        audio = convert_channels(audio, channels)
+
+    if target_sr is not None and target_sr != sr_in:
+        audio = resample(audio, sr_in, target_sr)
+        sr_in = target_sr
+
+    if normalize is not None:
+        audio = audio * (_db_to_gain(normalize) / float(audio.abs().max()))
+    elif loudness_db is not None:
+        rms = float(audio.double().pow(2).mean().sqrt())
+        audio = audio * (_db_to_gain(loudness_db) / rms)
+
+    return audio.contiguous(), sr_in
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+# ---------------------------------------------------------------------------------------------
+
+
+def _format_for(path: Path) -> tuple[str, str | None]:
+    ext = path.suffix.lower().lstrip(".")
+    if ext in _FORMAT_ALIASES:
+        return _FORMAT_ALIASES[ext]
+    fmt = ext.upper()
+    if not ext or fmt not in sf.available_formats():
+        raise ValueError(
+            f"cannot tell the audio format from {str(path)!r}; use an extension libsndfile "
+            "writes, e.g. .wav, .flac or .ogg"
+        )
+    return fmt, None
+
+
+def save_audio(
+    path: PathLike,
+    audio: AudioArray,
+    sr: int,
+    *,
+    clip: Literal["limit", "error", "warn"] = "limit",
+    subtype: str | None = None,
+) -> Path:
+    """Write audio to ``path`` atomically; the format comes from the extension (wav/flac/ogg/...).
+
+    Args:
+        path: destination; its directory must exist. Replaced atomically if it exists.
+        audio: ``[samples]``, ``[channels, samples]`` or ``[1, channels, samples]`` (a batch of
+            one, as MusicGen returns); numpy or torch, any device.
+        sr: sample rate in Hz.
+        clip: what to do when ``max|audio| > 1.0``, checked for every subtype so a file never
+            depends on whether the encoder happens to clip:
+
+            - ``"limit"`` (default): scale the whole signal so its peak is 0.999 and warn by how
+              many dB it was turned down (waveform shape preserved, no distortion);
+            - ``"warn"``: hard-clip to ``[-1, 1]`` and warn how many samples were clipped;
+            - ``"error"``: raise ``ValueError``.
+        subtype: libsndfile subtype, e.g. ``"PCM_16"``, ``"PCM_24"``, ``"FLOAT"``; ``None`` uses
+            libsndfile's default for the format (PCM_16 for wav and flac, VORBIS for ogg).
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        ValueError: empty or NaN/inf audio, wrong shape (including a batch of more than one),
+            non-positive ``sr``, unknown extension or subtype, peak above 1.0 with
+            ``clip="error"``. All-silent audio is written (it is valid, if dull).
+        FileNotFoundError: the destination directory does not exist.
+
+    The data goes to a hidden temporary file next to ``path`` (same extension, so libsndfile
+    sees the same format) which is then ``os.replace``-d over it; if anything fails, including
+    ``KeyboardInterrupt``, the temporary file is removed and an existing ``path`` is untouched.
+    """
+    if clip not in ("limit", "error", "warn"):
+        raise ValueError(f"clip must be 'limit', 'error' or 'warn', got {clip!r}")
+    path = Path(path)
+    sr = _check_sr(sr, "sr")
+    fmt, default_subtype = _format_for(path)
+    subtype = subtype if subtype is not None else default_subtype
+    if subtype is not None and not sf.check_format(fmt, subtype):
+        raise ValueError(
+            f"subtype {subtype!r} cannot be written as {fmt}; "
+            f"available: {sorted(sf.available_subtypes(fmt))}"
+        )
+
+    what = "audio to save"
+    if isinstance(audio, torch.Tensor):
+        t = audio.detach().cpu()
+        # keep float64 as is so subtype="DOUBLE" stays exact
+        data = t.numpy() if t.dtype == torch.float64 else _to_float_tensor(t, what).numpy()
+    elif isinstance(audio, np.ndarray):
+        data = audio if audio.dtype in (np.float32, np.float64) else _to_float_tensor(audio, what).numpy()
+    else:
+        raise TypeError(f"audio must be a numpy array or torch tensor, got {type(audio).__name__}")
+    if data.ndim == 3:
+        if data.shape[0] != 1:
+            raise ValueError(
+                f"audio has shape {tuple(data.shape)}: a batch of {data.shape[0]}; "
+                "save each item separately, e.g. save_audio(f'out_{i}.wav', audio[i], sr)"
+            )
+        data = data[0]
+    elif data.ndim == 1:
+        data = data[None, :]
+    _check_2d(data, what)
+    # silence is a legitimate thing to write (unlike to load and normalize), so only these checks
+    _check_content(torch.from_numpy(np.ascontiguousarray(data)), what, allow_silent=True)
+
+    peak = float(np.abs(data).max())
+    if peak > 1.0:
+        over_db = 20.0 * math.log10(peak)
+        if clip == "error":
+            raise ValueError(
+                f"audio peak is {peak:.4f} (+{over_db:.2f} dBFS), above 1.0; it would clip. "
+                "Scale it down first, or pass clip='limit' or clip='warn'"
+            )
+        if clip == "limit":
+            gain = LIMIT_PEAK / peak
+            data = data * np.asarray(gain, dtype=data.dtype)
+            warnings.warn(
+                f"audio peak {peak:.4f} (+{over_db:.2f} dBFS) exceeds 1.0; scaled down by "
+                f"{-20.0 * math.log10(gain):.2f} dB to peak {LIMIT_PEAK} to avoid clipping",
+                stacklevel=2,
+            )
+        else:
+            n_over = int((np.abs(data) > 1.0).sum())
+            data = np.clip(data, -1.0, 1.0)
+            warnings.warn(
+                f"audio peak {peak:.4f} (+{over_db:.2f} dBFS) exceeds 1.0; hard-clipped "
+                f"{n_over} samples to [-1, 1]",
+                stacklevel=2,
+            )
+
+    directory = path.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"cannot save {str(path)!r}: directory {str(directory)!r} does not exist")
+    tmp = directory / f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}"
+    try:
+        # O_EXCL so we never clobber someone else's temp file; mode 0o666 lets the umask decide
+        # the final permissions like a plain open() would (mkstemp would force 0o600).
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        sf.write(str(tmp), np.ascontiguousarray(data.T), sr, subtype=subtype, format=fmt)
+        if path.exists():
+            shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return path

@@ -1,0 +1,262 @@
+"""The MusicGen decoder, one idea per class, in TransformerLens layout.
+
+Weights are stored the way TransformerLens stores them (W_Q [n_heads, d_model, d_head], ...),
+so that circuit analysis (OV/QK circuits, logit attribution) reads the same as on GPT-2.
+Every activation passes through a named HookPoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import einops
+import torch
+import torch.nn as nn
+from jaxtyping import Bool, Float, Int
+from transformer_lens.hook_points import HookPoint
+from transformers.activations import ACT2FN
+
+from musicgen_lens.config import MusicGenConfig
+
+
+class Embed(nn.Module):
+    """One embedding table per codebook; MusicGen reads all K codebooks at each position.
+
+    Returns the per-codebook embeddings [batch, pos, n_codebooks, d_model]; the model hooks
+    them (`hook_codebook_embed`) and sums them over codebooks (`hook_embed`).
+    """
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        # d_vocab + 1 rows: the last one is the pad/BOS code of the delay pattern
+        self.W_E = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.d_vocab + 1, cfg.d_model, dtype=cfg.dtype))
+
+    def forward(self, codes: Int[torch.Tensor, "batch n_codebooks pos"]) -> Float[torch.Tensor, "batch pos n_codebooks d_model"]:
+        K, V1, _ = self.W_E.shape
+        # one gather over the flattened tables instead of K separate lookups
+        offsets = torch.arange(K, device=codes.device).view(1, K, 1) * V1
+        per_codebook = self.W_E.view(K * V1, -1)[codes + offsets]
+        return einops.rearrange(per_codebook, "batch k pos d -> batch pos k d")
+
+
+def sinusoidal_table(n_pos: int, d_model: int) -> Float[torch.Tensor, "n_pos d_model"]:
+    """Hugging Face MusicGen's table (tensor2tensor layout: all cosines, then all sines)."""
+    half = d_model // 2
+    freq = torch.exp(torch.arange(half, dtype=torch.int64).float() * -(math.log(10000) / (half - 1)))
+    angles = torch.arange(n_pos, dtype=torch.int64).float().unsqueeze(1) * freq.unsqueeze(0)
+    table = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    if d_model % 2:
+        table = torch.cat([table, torch.zeros(n_pos, 1)], dim=1)
+    return table
+
+
+class PosEmbed(nn.Module):
+    """Fixed sinusoidal positions; `start` lets a KV-cached step embed its absolute position."""
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("W_pos", sinusoidal_table(cfg.n_ctx, cfg.d_model).to(cfg.dtype), persistent=False)
+
+    def forward(self, batch: int, pos: int, start: int = 0) -> Float[torch.Tensor, "batch pos d_model"]:
+        return einops.repeat(self.W_pos[start : start + pos], "pos d -> batch pos d", batch=batch)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with TransformerLens's hooks: `hook_scale` = sqrt(var + eps), `hook_normalized` = output."""
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.w = nn.Parameter(torch.ones(cfg.d_model, dtype=cfg.dtype))
+        self.b = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+        self.hook_scale = HookPoint()  # [batch, pos, 1]
+        self.hook_normalized = HookPoint()  # [batch, pos, d_model]
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt())
+        return self.hook_normalized(x / scale * self.w + self.b)
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values of one attention layer: no per-step growth during generation."""
+
+    k: Float[torch.Tensor, "batch max_pos head_index d_head"]
+    v: Float[torch.Tensor, "batch max_pos head_index d_head"]
+    length: int = 0
+    frozen: bool = False  # cross-attention: filled once from the conditioning, then only read
+
+    @classmethod
+    def empty(cls, batch: int, max_pos: int, cfg: MusicGenConfig, device: torch.device | str) -> "KVCache":
+        shape = (batch, max_pos, cfg.n_heads, cfg.d_head)
+        return cls(torch.empty(shape, dtype=cfg.dtype, device=device), torch.empty(shape, dtype=cfg.dtype, device=device))
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[1]
+        if end > self.k.shape[1]:
+            raise RuntimeError(f"KV cache full: {end} positions requested, {self.k.shape[1]} allocated")
+        self.k[:, self.length : end] = k
+        self.v[:, self.length : end] = v
+        self.length = end
+        return self.k[:, :end], self.v[:, :end]
+
+
+class Attention(nn.Module):
+    """Multi-head attention, used both as causal self-attention and as cross-attention.
+
+    Cross-attention reads keys/values from the conditioning (text states projected to d_model)
+    and masks padded text. MusicGen's attention has no biases.
+    """
+
+    def __init__(self, cfg: MusicGenConfig, cross: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.cross = cross
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
+        self.W_K = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
+        self.W_V = nn.Parameter(torch.empty(h, d, e, dtype=cfg.dtype))
+        self.W_O = nn.Parameter(torch.empty(h, e, d, dtype=cfg.dtype))
+        self.hook_q = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_k = HookPoint()  # [batch, key_pos, head_index, d_head]
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()  # [batch, head_index, query_pos, key_pos]
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
+        self.hook_result = HookPoint()  # [batch, pos, head_index, d_model], only with use_attn_result
+
+    def forward(
+        self,
+        x: Float[torch.Tensor, "batch pos d_model"],
+        kv_input: Float[torch.Tensor, "batch kv_pos d_model"] | None = None,
+        key_mask: Bool[torch.Tensor, "batch kv_pos"] | None = None,
+        cache: KVCache | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        q = self.hook_q(einops.einsum(x, self.W_Q, "batch pos d, head d e -> batch pos head e"))
+        if cache is not None and cache.frozen:
+            k, v = cache.k[:, : cache.length], cache.v[:, : cache.length]
+        else:
+            source = x if kv_input is None else kv_input
+            k = self.hook_k(einops.einsum(source, self.W_K, "batch kpos d, head d e -> batch kpos head e"))
+            v = self.hook_v(einops.einsum(source, self.W_V, "batch kpos d, head d e -> batch kpos head e"))
+            if cache is not None:
+                k, v = cache.append(k, v)
+                cache.frozen = self.cross
+        scores = einops.einsum(q, k, "batch q head e, batch k head e -> batch head q k") / math.sqrt(self.cfg.d_head)
+        scores = self.hook_attn_scores(self._mask(scores, key_mask))
+        if key_mask is None:
+            pattern = torch.softmax(scores, dim=-1)
+        else:
+            # The null text of classifier-free guidance masks every key. Such rows attend nowhere
+            # (pattern 0, output 0, as in Hugging Face where the masked values are zero); softmax
+            # runs on finite zeros there so that gradients stay finite.
+            any_key = key_mask.any(dim=-1)[:, None, None, None]
+            pattern = torch.softmax(torch.where(any_key, scores, 0.0), dim=-1) * any_key
+        pattern = self.hook_pattern(pattern)
+        z = self.hook_z(einops.einsum(pattern, v, "batch head q k, batch k head e -> batch q head e"))
+        if self.cfg.use_attn_result:
+            result = self.hook_result(einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q head d"))
+            return result.sum(dim=-2)
+        return einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q d")
+
+    def _mask(self, scores: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.cross:
+            if key_mask is None:
+                return scores
+            return scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        n_q, n_k = scores.shape[-2:]
+        if n_q == 1:
+            return scores  # one new position sees the whole cache
+        # queries are the last n_q of n_k positions (the earlier ones may come from a cache)
+        causal = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(diagonal=n_k - n_q)
+        return scores.masked_fill(~causal, float("-inf"))
+
+
+class MLP(nn.Module):
+    """Two bias-free linear maps around the activation, as in MusicGen."""
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp, dtype=cfg.dtype))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model, dtype=cfg.dtype))
+        self.act = ACT2FN[cfg.act_fn]
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        pre = self.hook_pre(x @ self.W_in)
+        post = self.hook_post(self.act(pre))
+        return post @ self.W_out
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: causal self-attention, then cross-attention to the text, then the MLP."""
+
+    def __init__(self, cfg: MusicGenConfig, layer: int):
+        super().__init__()
+        self.cfg = cfg
+        self.layer = layer
+        self.ln1 = LayerNorm(cfg)
+        self.attn = Attention(cfg)
+        self.ln_cross = LayerNorm(cfg)
+        self.cross_attn = Attention(cfg, cross=True)
+        self.ln2 = LayerNorm(cfg)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_cross_attn_out = HookPoint()
+        self.hook_resid_mid_cross = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(
+        self,
+        resid_pre: Float[torch.Tensor, "batch pos d_model"],
+        cond: Float[torch.Tensor, "batch text_pos d_model"],
+        cond_mask: Bool[torch.Tensor, "batch text_pos"],
+        self_cache: KVCache | None = None,
+        cross_cache: KVCache | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        resid_pre = self.hook_resid_pre(resid_pre)
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), cache=self_cache))
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
+        cross_out = self.hook_cross_attn_out(
+            self.cross_attn(self.ln_cross(resid_mid), kv_input=cond, key_mask=cond_mask, cache=cross_cache)
+        )
+        resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid_cross)))
+        return self.hook_resid_post(resid_mid_cross + mlp_out)
+
+
+class Unembed(nn.Module):
+    """One linear head per codebook: logits [batch, n_codebooks, pos, d_vocab]."""
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W_U = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
+
+    def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
+        return einops.einsum(x, self.W_U, "batch pos d, k d v -> batch k pos v")
+
+
+class CondProjection(nn.Module):
+    """Text-encoder states -> d_model (Hugging Face's `enc_to_dec_proj`; identity when widths match)."""
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.has_cond_proj:
+            self.W_cond = nn.Parameter(torch.empty(cfg.d_cond, cfg.d_model, dtype=cfg.dtype))
+            self.b_cond = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+
+    def forward(self, text_states: Float[torch.Tensor, "batch text_pos d_cond"]) -> Float[torch.Tensor, "batch text_pos d_model"]:
+        if not self.cfg.has_cond_proj:
+            return text_states
+        return text_states @ self.W_cond + self.b_cond

@@ -1,0 +1,206 @@
+"""Hugging Face MusicGen checkpoints <-> our state dict.
+
+This is the only module that knows Hugging Face parameter names. Each decoder weight has one
+rule (copy, split into heads, transpose) that runs in both directions, so a model trained or
+edited here can be written back as a Hugging Face checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import einops
+import torch
+
+from musicgen_lens.config import MusicGenConfig
+
+if TYPE_CHECKING:
+    from musicgen_lens.model import HookedMusicGen
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    hf: str
+    ours: str
+    to_ours: Callable[[torch.Tensor], torch.Tensor]
+    to_hf: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _copy(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _transpose(x: torch.Tensor) -> torch.Tensor:
+    return x.T.contiguous()
+
+
+def _rules(cfg: MusicGenConfig) -> list[_Rule]:
+    """Every decoder parameter: HF name (relative to MusicgenForCausalLM) -> our name."""
+    h = cfg.n_heads
+
+    def split_in(x: torch.Tensor) -> torch.Tensor:  # nn.Linear [h*e, d] -> W_Q [h, d, e]
+        return einops.rearrange(x, "(head e) d -> head d e", head=h).contiguous()
+
+    def merge_in(x: torch.Tensor) -> torch.Tensor:
+        return einops.rearrange(x, "head d e -> (head e) d").contiguous()
+
+    def split_out(x: torch.Tensor) -> torch.Tensor:  # nn.Linear [d, h*e] -> W_O [h, e, d]
+        return einops.rearrange(x, "d (head e) -> head e d", head=h).contiguous()
+
+    def merge_out(x: torch.Tensor) -> torch.Tensor:
+        return einops.rearrange(x, "head e d -> d (head e)").contiguous()
+
+    rules: list[_Rule] = []
+    dec = "model.decoder"
+    for k in range(cfg.n_codebooks):
+        rules.append(_Rule(f"{dec}.embed_tokens.{k}.weight", f"embed.W_E.{k}", _copy, _copy))
+        rules.append(_Rule(f"lm_heads.{k}.weight", f"unembed.W_U.{k}", _transpose, _transpose))
+    for layer in range(cfg.n_layers):
+        hf_l, ours_l = f"{dec}.layers.{layer}", f"blocks.{layer}"
+        for hf_attn, our_attn in (("self_attn", "attn"), ("encoder_attn", "cross_attn")):
+            for proj, w in (("q", "W_Q"), ("k", "W_K"), ("v", "W_V")):
+                rules.append(_Rule(f"{hf_l}.{hf_attn}.{proj}_proj.weight", f"{ours_l}.{our_attn}.{w}", split_in, merge_in))
+            rules.append(_Rule(f"{hf_l}.{hf_attn}.out_proj.weight", f"{ours_l}.{our_attn}.W_O", split_out, merge_out))
+        for hf_ln, our_ln in (("self_attn_layer_norm", "ln1"), ("encoder_attn_layer_norm", "ln_cross"), ("final_layer_norm", "ln2")):
+            rules.append(_Rule(f"{hf_l}.{hf_ln}.weight", f"{ours_l}.{our_ln}.w", _copy, _copy))
+            rules.append(_Rule(f"{hf_l}.{hf_ln}.bias", f"{ours_l}.{our_ln}.b", _copy, _copy))
+        rules.append(_Rule(f"{hf_l}.fc1.weight", f"{ours_l}.mlp.W_in", _transpose, _transpose))
+        rules.append(_Rule(f"{hf_l}.fc2.weight", f"{ours_l}.mlp.W_out", _transpose, _transpose))
+    rules.append(_Rule(f"{dec}.layer_norm.weight", "ln_final.w", _copy, _copy))
+    rules.append(_Rule(f"{dec}.layer_norm.bias", "ln_final.b", _copy, _copy))
+    return rules
+
+
+_PROJ_RULES = (
+    ("enc_to_dec_proj.weight", "cond_proj.W_cond", _transpose),
+    ("enc_to_dec_proj.bias", "cond_proj.b_cond", _copy),
+)
+
+
+def _stacked(name: str) -> tuple[str, int] | None:
+    """'embed.W_E.3' -> ('embed.W_E', 3): per-codebook tables are slices of one parameter."""
+    base, _, idx = name.rpartition(".")
+    return (base, int(idx)) if idx.isdigit() and base.endswith(("W_E", "W_U")) else None
+
+
+def convert_hf_decoder(
+    hf_decoder_sd: dict[str, torch.Tensor],
+    cfg: MusicGenConfig,
+    hf_proj_sd: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """`MusicgenForCausalLM.state_dict()` (+ `enc_to_dec_proj`) -> our state dict.
+
+    Raises with the full list of missing and unexpected Hugging Face keys, so that a checkpoint
+    of another architecture fails loudly instead of loading half its weights.
+    """
+    rules = _rules(cfg)
+    expected = {r.hf for r in rules}
+    present = set(hf_decoder_sd)
+    missing, unexpected = sorted(expected - present), sorted(present - expected)
+    proj_sd = hf_proj_sd or {}
+    if cfg.has_cond_proj:
+        missing += [k for k, _, _ in _PROJ_RULES if k not in proj_sd]
+    if missing or unexpected:
+        raise KeyError(
+            "The Hugging Face decoder does not match MusicGenConfig "
+            f"(n_layers={cfg.n_layers}, n_codebooks={cfg.n_codebooks}).\n"
+            f"  missing keys ({len(missing)}): {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
+            f"  unexpected keys ({len(unexpected)}): {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}"
+        )
+    out: dict[str, torch.Tensor] = {}
+    tables: dict[str, list[torch.Tensor]] = {}
+    for r in rules:
+        value = r.to_ours(hf_decoder_sd[r.hf])
+        stacked = _stacked(r.ours)
+        if stacked:
+            tables.setdefault(stacked[0], []).append(value)
+        else:
+            out[r.ours] = value
+    for name, parts in tables.items():
+        out[name] = torch.stack(parts)
+    if cfg.has_cond_proj:
+        for hf_name, ours, fn in _PROJ_RULES:
+            out[ours] = fn(proj_sd[hf_name])
+    return out
+
+
+def to_hf_decoder(our_sd: dict[str, torch.Tensor], cfg: MusicGenConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Our state dict -> (`MusicgenForCausalLM` state dict, `enc_to_dec_proj` state dict)."""
+    dec: dict[str, torch.Tensor] = {}
+    for r in _rules(cfg):
+        stacked = _stacked(r.ours)
+        value = our_sd[stacked[0]][stacked[1]] if stacked else our_sd[r.ours]
+        dec[r.hf] = r.to_hf(value)
+    proj = {hf_name: fn(our_sd[ours]) for hf_name, ours, fn in _PROJ_RULES} if cfg.has_cond_proj else {}
+    return dec, proj
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def from_hf(
+    hf_model: Any,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **cfg_overrides: Any,
+) -> "HookedMusicGen":
+    """Build a HookedMusicGen from an in-memory `MusicgenForConditionalGeneration`.
+
+    The text encoder and EnCodec modules are adopted as they are (they are not re-implemented);
+    the decoder is converted into our layout.
+    """
+    from transformers import MusicgenForConditionalGeneration
+
+    from musicgen_lens.codec import Codec
+    from musicgen_lens.conditioning import TextEncoder
+    from musicgen_lens.model import HookedMusicGen
+
+    if not isinstance(hf_model, MusicgenForConditionalGeneration):
+        raise TypeError(
+            f"from_hf expects a transformers MusicgenForConditionalGeneration, got {type(hf_model).__name__}"
+        )
+    dtype = dtype or next(hf_model.decoder.parameters()).dtype
+    device = device or default_device()
+    cfg = MusicGenConfig.from_hf(hf_model.config, dtype=dtype, device=str(device), **cfg_overrides)
+    proj_sd = hf_model.enc_to_dec_proj.state_dict(prefix="enc_to_dec_proj.") if cfg.has_cond_proj else None
+    state = convert_hf_decoder(hf_model.decoder.state_dict(), cfg, proj_sd)
+    text_encoder = TextEncoder(hf_model.text_encoder)
+    codec = Codec(hf_model.audio_encoder, audio_channels=cfg.audio_channels, n_codebooks=cfg.n_codebooks)
+    model = HookedMusicGen(cfg, text_encoder=text_encoder, codec=codec, tokenizer=tokenizer, init=False)
+    model.load_state_dict(state, strict=False)
+    _check_loaded(model, state)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _check_loaded(model: "HookedMusicGen", state: dict[str, torch.Tensor]) -> None:
+    own = {k for k in model.state_dict() if not k.startswith(("text_encoder.", "codec."))}
+    missing = sorted(own - set(state))
+    if missing:
+        raise KeyError(f"These decoder parameters were not filled from the checkpoint: {missing}")
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **cfg_overrides: Any,
+) -> "HookedMusicGen":
+    """Load a hub name (e.g. "facebook/musicgen-small") or a local `save_pretrained` directory."""
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    hf_model = MusicgenForConditionalGeneration.from_pretrained(str(name_or_path), dtype=dtype or torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:  # a checkpoint saved without its tokenizer
+        logger.warning("No tokenizer found with %s (%s); pass input_ids to model.condition()", name_or_path, err)
+        tokenizer = None
+    model = from_hf(hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **cfg_overrides)
+    model.cfg.model_name = str(name_or_path)
+    return model

@@ -1,0 +1,417 @@
+"""HookedMusicGen: the MusicGen decoder as a TransformerLens `HookedRootModule`."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from transformer_lens import ActivationCache, HookedRootModule
+from transformer_lens.FactoredMatrix import FactoredMatrix
+from transformer_lens.hook_points import HookPoint
+
+from musicgen_lens.components import CondProjection, Embed, KVCache, LayerNorm, PosEmbed, TransformerBlock, Unembed
+from musicgen_lens.conditioning import Conditioning, TextEncoder
+from musicgen_lens.config import MusicGenConfig
+
+ReturnType = Literal["logits", "loss", "both"] | None
+
+
+class HookedMusicGen(HookedRootModule):
+    """MusicGen with a HookPoint at every activation.
+
+    `forward(codes, cond)` takes codes in the *delayed* layout the decoder reads,
+    [batch, n_codebooks, pos] (use `musicgen_lens.generation.apply_delay_pattern` to go from
+    audio frames to that layout), and returns logits [batch, n_codebooks, pos, d_vocab]: the
+    prediction for the next position of each codebook.
+    """
+
+    def __init__(
+        self,
+        cfg: MusicGenConfig,
+        text_encoder: TextEncoder | None = None,
+        codec: nn.Module | None = None,
+        tokenizer: Any = None,
+        init: bool = True,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.hook_codebook_embed = HookPoint()  # [batch, pos, n_codebooks, d_model]
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]: sum over codebooks
+        self.pos_embed = PosEmbed(cfg)
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.cond_proj = CondProjection(cfg)
+        self.hook_cond = HookPoint()  # [batch, text_pos, d_model]: what cross-attention reads
+        self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
+        self.ln_final = LayerNorm(cfg)
+        self.unembed = Unembed(cfg)
+        self.hook_logits = HookPoint()  # [batch, n_codebooks, pos, d_vocab]
+        self.text_encoder = text_encoder
+        self.codec = codec
+        self.tokenizer = tokenizer
+        self._default_cond: Conditioning | None = None
+        self.active_codebook = 0  # which codebook TransformerLens's logit_attrs reads
+        if init:
+            self.init_weights()
+        self.setup()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **cfg_overrides: Any
+    ) -> "HookedMusicGen":
+        """A hub name ("facebook/musicgen-small") or a local directory written by `save_pretrained`."""
+        from musicgen_lens.loading import from_pretrained
+
+        return from_pretrained(name_or_path, device=device, dtype=dtype, **cfg_overrides)
+
+    @classmethod
+    def from_hf(cls, hf_model: Any, tokenizer: Any = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **cfg_overrides: Any) -> "HookedMusicGen":
+        """From an in-memory transformers `MusicgenForConditionalGeneration`."""
+        from musicgen_lens.loading import from_hf
+
+        return from_hf(hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **cfg_overrides)
+
+    def init_weights(self, std: float = 0.02, seed: int | None = None) -> None:
+        """Random init (MusicGen's: normal(0, 0.02) for matrices, LayerNorm at identity)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        for name, p in self.named_parameters():
+            if name.startswith(("text_encoder.", "codec.")):
+                continue
+            with torch.no_grad():
+                if name.endswith(".w"):
+                    p.fill_(1.0)
+                elif name.endswith((".b", "b_cond")):
+                    p.zero_()
+                else:
+                    p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.embed.W_E.device
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self.cfg.frame_rate
+
+    def _stack(self, attr: str, cross: bool = False) -> torch.Tensor:
+        return torch.stack([getattr(b.cross_attn if cross else b.attn, attr) for b in self.blocks])
+
+    @property
+    def W_E(self) -> Float[torch.Tensor, "n_codebooks d_vocab_plus_1 d_model"]:
+        return self.embed.W_E
+
+    @property
+    def W_U(self) -> Float[torch.Tensor, "n_codebooks d_model d_vocab"]:
+        return self.unembed.W_U
+
+    @property
+    def W_pos(self) -> Float[torch.Tensor, "n_ctx d_model"]:
+        return self.pos_embed.W_pos
+
+    @property
+    def W_Q(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_Q")
+
+    @property
+    def W_K(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_K")
+
+    @property
+    def W_V(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_V")
+
+    @property
+    def W_O(self) -> Float[torch.Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stack("W_O")
+
+    @property
+    def W_Q_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_Q", cross=True)
+
+    @property
+    def W_K_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_K", cross=True)
+
+    @property
+    def W_V_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_V", cross=True)
+
+    @property
+    def W_O_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stack("W_O", cross=True)
+
+    @property
+    def W_in(self) -> Float[torch.Tensor, "n_layers d_model d_mlp"]:
+        return torch.stack([b.mlp.W_in for b in self.blocks])
+
+    @property
+    def W_out(self) -> Float[torch.Tensor, "n_layers d_mlp d_model"]:
+        return torch.stack([b.mlp.W_out for b in self.blocks])
+
+    @property
+    def W_cond(self) -> Float[torch.Tensor, "d_cond d_model"] | None:
+        return self.cond_proj.W_cond if self.cfg.has_cond_proj else None
+
+    @property
+    def b_cond(self) -> Float[torch.Tensor, "d_model"] | None:
+        return self.cond_proj.b_cond if self.cfg.has_cond_proj else None
+
+    @property
+    def QK(self) -> FactoredMatrix:  # [n_layers, n_heads, d_model, d_model]
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    @property
+    def OV(self) -> FactoredMatrix:  # [n_layers, n_heads, d_model, d_model]
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK_cross(self) -> FactoredMatrix:
+        return FactoredMatrix(self.W_Q_cross, self.W_K_cross.transpose(-2, -1))
+
+    @property
+    def OV_cross(self) -> FactoredMatrix:
+        return FactoredMatrix(self.W_V_cross, self.W_O_cross)
+
+    # ------------------------------------------------------------------ conditioning
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if self.tokenizer is None:
+            raise RuntimeError("This model has no tokenizer: pass input_ids= and attention_mask= to condition()")
+        if isinstance(texts, str) or not texts:
+            raise ValueError(f"texts must be a non-empty list of strings, got {texts!r}")
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts must be strings, got {[type(t).__name__ for t in texts]}")
+        enc = self.tokenizer(list(texts), padding=True, return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def condition(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        input_ids: Int[torch.Tensor, "batch text_pos"] | None = None,
+        attention_mask: Int[torch.Tensor, "batch text_pos"] | None = None,
+    ) -> Conditioning:
+        """Run the text encoder (hook `text_encoder.hook_out`) on texts or on token ids."""
+        if self.text_encoder is None:
+            raise RuntimeError("This model has no text encoder; build Conditioning(states, mask) yourself")
+        if texts is not None:
+            if input_ids is not None:
+                raise ValueError("pass texts or input_ids, not both")
+            enc = self.tokenize(texts)
+            input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
+        elif input_ids is None:
+            raise ValueError("condition() needs texts or input_ids")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        states = self.text_encoder(input_ids.to(self.device), attention_mask.to(self.device))
+        return Conditioning(states.to(self.cfg.dtype), attention_mask.to(self.device).bool(), list(texts) if texts is not None else [])
+
+    def null_condition(self, batch: int) -> Conditioning:
+        """The unconditional (no text) input of classifier-free guidance."""
+        return Conditioning.null(batch, self.cfg.d_cond, self.device, self.cfg.dtype)
+
+    @contextmanager
+    def conditioning(self, cond: Conditioning) -> Iterator["HookedMusicGen"]:
+        """Default conditioning for calls that pass only codes (e.g. `transformer_lens.patching`)."""
+        previous, self._default_cond = self._default_cond, cond
+        try:
+            yield self
+        finally:
+            self._default_cond = previous
+
+    def project_cond(self, cond: Conditioning) -> Float[torch.Tensor, "batch text_pos d_model"]:
+        # Hugging Face zeroes padded text positions after the projection (bias included).
+        return self.hook_cond(self.cond_proj(cond.states) * cond.mask[..., None].to(cond.states.dtype))
+
+    # ------------------------------------------------------------------ forward
+    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Validate codes [batch, n_codebooks, pos] in the delayed layout; clear errors otherwise."""
+        cfg = self.cfg
+        if not isinstance(codes, torch.Tensor):
+            raise TypeError(f"codes must be a torch.LongTensor [batch, n_codebooks, pos], got {type(codes).__name__}")
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool or codes.is_complex():
+            raise TypeError(f"codes must be an integer tensor (torch.long), got dtype {codes.dtype}")
+        if codes.ndim != 3 or codes.shape[1] != cfg.n_codebooks:
+            hint = " (for one item, use codes[None])" if codes.ndim == 2 and codes.shape[0] == cfg.n_codebooks else ""
+            raise ValueError(
+                f"codes must have shape [batch, n_codebooks={cfg.n_codebooks}, pos], got {tuple(codes.shape)}{hint}"
+            )
+        if codes.shape[-1] == 0:
+            raise ValueError("codes has 0 positions")
+        if codes.shape[-1] > cfg.n_ctx:
+            raise ValueError(f"codes has {codes.shape[-1]} positions but the model supports at most n_ctx={cfg.n_ctx}")
+        if codes.device != self.device:
+            raise ValueError(f"codes are on {codes.device} but the model is on {self.device}; use codes.to(model.device)")
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi > cfg.d_vocab:
+            raise ValueError(
+                f"codes must lie in [0, {cfg.d_vocab}] (0..{cfg.d_vocab - 1} are audio codes, {cfg.d_vocab} is the "
+                f"pad/BOS code), got values in [{lo}, {hi}]"
+            )
+        return codes.long()
+
+    def resolve_cond(self, cond: "Conditioning | Sequence[str] | None", batch: int) -> Conditioning:
+        if isinstance(cond, (list, tuple)):
+            cond = self.condition(cond)  # texts: runs the text encoder inside this forward pass
+        if cond is None:
+            cond = self._default_cond if self._default_cond is not None else self.null_condition(batch)
+        if not isinstance(cond, Conditioning):
+            raise TypeError(f"cond must be a Conditioning (from model.condition(texts)), got {type(cond).__name__}")
+        if cond.batch != batch:
+            raise ValueError(f"codes have batch {batch} but the conditioning has batch {cond.batch}; they must match")
+        if cond.states.shape[-1] != self.cfg.d_cond:
+            raise ValueError(f"conditioning width is {cond.states.shape[-1]}, the model expects d_cond={self.cfg.d_cond}")
+        if cond.states.device != self.device:
+            raise ValueError(f"conditioning is on {cond.states.device} but the model is on {self.device}; use cond.to(model.device)")
+        return cond
+
+    def embed_codes(self, codes: Int[torch.Tensor, "batch n_codebooks pos"], start: int = 0) -> Float[torch.Tensor, "batch pos d_model"]:
+        """Embedding + positions: the residual stream entering block 0 (`start` = absolute position)."""
+        per_codebook = self.hook_codebook_embed(self.embed(codes))
+        embed = self.hook_embed(per_codebook.sum(dim=-2))
+        pos = self.hook_pos_embed(self.pos_embed(codes.shape[0], codes.shape[-1], start))
+        return embed + pos
+
+    def run_blocks(
+        self,
+        residual: Float[torch.Tensor, "batch pos d_model"],
+        cond_states: Float[torch.Tensor, "batch text_pos d_model"],
+        cond_mask: torch.Tensor,
+        caches: "Sequence[tuple[KVCache, KVCache]] | None" = None,
+        stop_at_layer: int | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        for layer, block in enumerate(self.blocks[:stop_at_layer]):
+            self_cache, cross_cache = caches[layer] if caches is not None else (None, None)
+            residual = block(residual, cond_states, cond_mask, self_cache, cross_cache)
+        return residual
+
+    def logits_from_resid(self, residual: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
+        return self.hook_logits(self.unembed(self.ln_final(residual)))
+
+    def forward(
+        self,
+        codes: Int[torch.Tensor, "batch n_codebooks pos"],
+        cond: "Conditioning | Sequence[str] | None" = None,
+        return_type: ReturnType = "logits",
+        *,
+        stop_at_layer: int | None = None,
+    ) -> Any:
+        """Logits [batch, n_codebooks, pos, d_vocab] for delayed-layout codes.
+
+        cond may be a Conditioning or a list of texts (then `text_encoder.hook_out` fires in this
+        call, so run_with_cache sees it). cond=None uses the conditioning set by `model.conditioning(...)`, else the null text
+        (the unconditional branch of classifier-free guidance). return_type "loss" is the mean
+        over codebooks of next-code cross-entropy, ignoring pad/BOS targets (as Hugging Face).
+        `stop_at_layer=l` returns the residual stream entering block l.
+        """
+        if return_type not in ("logits", "loss", "both", None):
+            raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
+        codes = self.check_codes(codes)
+        cond = self.resolve_cond(cond, codes.shape[0])
+        residual = self.embed_codes(codes)
+        residual = self.run_blocks(residual, self.project_cond(cond), cond.mask, stop_at_layer=stop_at_layer)
+        if stop_at_layer is not None:
+            return residual
+        logits = self.logits_from_resid(residual)
+        if return_type == "logits":
+            return logits
+        if return_type is None:
+            return None
+        loss = self.loss_fn(logits, codes)
+        return loss if return_type == "loss" else (logits, loss)
+
+    def loss_fn(self, logits: torch.Tensor, codes: torch.Tensor, per_codebook: bool = False) -> torch.Tensor:
+        """Next-code cross-entropy per codebook, ignoring pad/BOS targets; mean over codebooks."""
+        targets = codes[..., 1:].masked_fill(codes[..., 1:] == self.cfg.pad_token_id, -100)
+        per_k = torch.stack(
+            [F.cross_entropy(logits[:, k, :-1].flatten(0, 1), targets[:, k].flatten(), ignore_index=-100) for k in range(self.cfg.n_codebooks)]
+        )
+        return per_k if per_codebook else per_k.mean()
+
+    # ------------------------------------------------------------------ hooks
+    def _check_hook_name(self, name: str) -> None:
+        if name not in self.hook_dict:
+            close = difflib.get_close_matches(name, list(self.hook_dict), n=3)
+            raise KeyError(
+                f"Unknown hook name {name!r}." + (f" Did you mean {close}?" if close else "") + " See model.hook_dict for all names."
+            )
+
+    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Literal["fwd", "bwd"]) -> None:
+        self._check_hook_name(name)
+        super()._enable_hook_with_name(name, hook, dir)
+
+    def add_hook(self, name: Any, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False, level: int | None = None, prepend: bool = False) -> None:
+        if isinstance(name, str):
+            self._check_hook_name(name)
+        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
+
+    def run_with_cache(self, *model_args: Any, names_filter: Any = None, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any) -> tuple[Any, ActivationCache | dict]:
+        """As TransformerLens: returns (output, ActivationCache). Unknown names in names_filter raise."""
+        names = [names_filter] if isinstance(names_filter, str) else names_filter
+        if isinstance(names, (list, tuple)):
+            for name in names:
+                self._check_hook_name(name)
+        out, cache = super().run_with_cache(*model_args, names_filter=names_filter, remove_batch_dim=remove_batch_dim, **kwargs)
+        if return_cache_object:
+            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, cache
+
+    # ------------------------------------------------------------------ TransformerLens analysis API
+    def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[torch.Tensor, "d_model"]:
+        """MusicGen's attention and MLP have no output biases, so nothing accumulates."""
+        return torch.zeros(self.cfg.d_model, device=self.device, dtype=self.cfg.dtype)
+
+    def tokens_to_residual_directions(self, tokens: Int[torch.Tensor, "..."] | int, codebook: int | None = None) -> Float[torch.Tensor, "... d_model"]:
+        """Unembedding directions of codes of one codebook (default `model.active_codebook`).
+
+        The final LayerNorm's weight is folded in, since TransformerLens's `apply_ln_to_stack`
+        only centres and divides by the scale.
+        """
+        k = self.active_codebook if codebook is None else codebook
+        if not 0 <= k < self.cfg.n_codebooks:
+            raise ValueError(f"codebook must be in [0, {self.cfg.n_codebooks}), got {k}")
+        tokens = torch.as_tensor(tokens, device=self.device)
+        directions = self.W_U[k].T[tokens]  # [..., d_model]
+        return directions * self.ln_final.w
+
+    @contextmanager
+    def using_codebook(self, codebook: int) -> Iterator["HookedMusicGen"]:
+        """Choose the codebook that TransformerLens's `cache.logit_attrs` attributes to."""
+        previous, self.active_codebook = self.active_codebook, codebook
+        try:
+            yield self
+        finally:
+            self.active_codebook = previous
+
+    # ------------------------------------------------------------------ audio
+    def _need_codec(self) -> nn.Module:
+        if self.codec is None:
+            raise RuntimeError("This model has no codec (EnCodec); load it with from_pretrained/from_hf")
+        return self.codec
+
+    def encode(self, audio: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Audio [batch, channels, samples] at model.sample_rate -> codes [batch, n_codebooks, frames]."""
+        return self._need_codec().encode(audio, **kwargs)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Undelayed codes [batch, n_codebooks, frames] -> audio [batch, channels, samples]."""
+        return self._need_codec().decode(codes)
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, texts: Sequence[str] | None = None, **kwargs: Any) -> torch.Tensor:
+        """See `musicgen_lens.generation.generate`."""
+        from musicgen_lens.generation import generate
+
+        return generate(self, texts, **kwargs)
+

@@ -1,0 +1,148 @@
+"""Tiny random MusicGen checkpoints, built offline from `transformers` config classes.
+
+Used by the tests and by anyone who wants a model that loads in a second (teaching, CI).
+The checkpoint goes through `save_pretrained`, so it loads through the same
+`HookedMusicGen.from_pretrained` path as `facebook/musicgen-small`. The weights are random.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Words the local tokenizer knows; others become <unk>. T5's ids: pad 0, eos 1, unk 2.
+WORDS = (
+    "a an and the with of in at to for from music melody song track piece beat solo "
+    "classical rock electronic jazz pop indian folk hip hop lofi ambient techno orchestral "
+    "trumpet violin xylophone flute piano guitar tabla drums bass synth organ cello sitar saw "
+    "fast slow upbeat calm happy sad bright dark loud soft distorted acoustic electric drone "
+    "bpm key major minor c d e f g b one two three four 60 80 90 100 120 140 160 180 "
+    "generate continuing given audio genre style accompaniment steady energetic"
+).split()
+
+
+def build_tokenizer(words: tuple[str, ...] = tuple(WORDS)) -> Any:
+    """A word-level T5-style tokenizer (lower-cases, appends </s>) built with `tokenizers`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_hf_config(
+    *,
+    n_layers: int = 2,
+    d_model: int = 32,
+    n_heads: int = 4,
+    d_mlp: int = 64,
+    n_codebooks: int = 4,
+    codebook_size: int = 64,
+    audio_channels: int = 1,
+    act_fn: str = "gelu",
+    n_ctx: int = 256,
+    d_text: int = 24,
+    text_layers: int = 1,
+    sampling_rate: int = 8000,
+    upsampling_ratios: tuple[int, ...] = (8, 5, 4),
+    dropout: float = 0.0,
+    layerdrop: float = 0.0,
+    vocab_size_text: int | None = None,
+) -> Any:
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    hop = 1
+    for r in upsampling_ratios:
+        hop *= r
+    frame_rate = -(-sampling_rate // hop)
+    per_channel = n_codebooks // audio_channels
+    nbits = (codebook_size - 1).bit_length()
+    # EnCodec picks its number of quantizers from the bandwidth (kbps)
+    bandwidth = per_channel * frame_rate * nbits / 1000
+    text = T5Config(
+        vocab_size=vocab_size_text or len(WORDS) + 3,
+        d_model=d_text,
+        d_kv=8,
+        d_ff=2 * d_text,
+        num_layers=text_layers,
+        num_heads=max(1, d_text // 8),
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    audio = EncodecConfig(
+        sampling_rate=sampling_rate,
+        audio_channels=1,
+        num_filters=4,
+        hidden_size=16,
+        num_residual_layers=1,
+        upsampling_ratios=list(upsampling_ratios),
+        codebook_size=codebook_size,
+        target_bandwidths=[bandwidth],
+        num_lstm_layers=1,
+        normalize=False,
+        chunk_length_s=None,
+        overlap=None,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=codebook_size,
+        max_position_embeddings=n_ctx,
+        num_hidden_layers=n_layers,
+        ffn_dim=d_mlp,
+        num_attention_heads=n_heads,
+        hidden_size=d_model,
+        num_codebooks=n_codebooks,
+        audio_channels=audio_channels,
+        activation_function=act_fn,
+        dropout=dropout,
+        attention_dropout=dropout,
+        activation_dropout=dropout,
+        layerdrop=layerdrop,
+        pad_token_id=codebook_size,
+        bos_token_id=codebook_size,
+    )
+    return MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+
+
+def tiny_hf_model(seed: int = 0, **config_kwargs: Any) -> Any:
+    """A random `MusicgenForConditionalGeneration` with non-trivial EnCodec codebooks."""
+    from transformers import MusicgenForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = MusicgenForConditionalGeneration(tiny_hf_config(**config_kwargs)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    # EnCodec's codebooks are zero buffers until trained; random ones make quantisation non-trivial.
+    for layer in model.audio_encoder.quantizer.layers:
+        cb = layer.codebook
+        cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen))
+        if hasattr(cb, "embed_avg"):
+            cb.embed_avg.copy_(cb.embed)
+        if hasattr(cb, "inited"):
+            cb.inited.fill_(True)
+    # Unlike the decoder, T5's output is small and near-constant at this init; widen it so the
+    # text actually moves the conditioning in tests.
+    with torch.no_grad():
+        model.text_encoder.shared.weight.normal_(0, 1.0, generator=gen)
+    model.generation_config.pad_token_id = model.config.decoder.pad_token_id
+    model.generation_config.decoder_start_token_id = model.config.decoder.bos_token_id
+    return model
+
+
+def save_tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **config_kwargs: Any) -> Path:
+    """Write a tiny random checkpoint (model + tokenizer) that `from_pretrained(path)` loads."""
+    path = Path(path)
+    tiny_hf_model(seed=seed, **config_kwargs).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return path
