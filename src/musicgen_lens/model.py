@@ -18,6 +18,7 @@ from transformer_lens.hook_points import HookPoint
 from musicgen_lens.components import CondProjection, Embed, KVCache, LayerNorm, PosEmbed, TransformerBlock, Unembed
 from musicgen_lens.conditioning import Conditioning, TextEncoder
 from musicgen_lens.config import MusicGenConfig
+from musicgen_lens.generation import HookContext, delays
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
@@ -57,6 +58,8 @@ class HookedMusicGen(HookedRootModule):
         self.tokenizer = tokenizer
         self._default_cond: Conditioning | None = None
         self.active_codebook = 0  # which codebook TransformerLens's logit_attrs reads
+        # One context object shared by every HookPoint (`hook.ctx`), updated in place per call.
+        self.ctx = HookContext(frame_rate=cfg.frame_rate, max_delay=delays(cfg.n_codebooks, cfg.audio_channels)[-1])
         if init:
             self.init_weights()
         self.setup()
@@ -91,6 +94,12 @@ class HookedMusicGen(HookedRootModule):
                     p.zero_()
                 else:
                     p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
+
+    def setup(self) -> None:
+        super().setup()
+        for hook_point in self.hook_dict.values():
+            # plain attribute, not a submodule: bypass nn.Module.__setattr__ (cheap, no registration)
+            hook_point.__dict__["ctx"] = self.ctx
 
     # ------------------------------------------------------------------ properties
     @property
@@ -319,6 +328,8 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         codes = self.check_codes(codes)
         cond = self.resolve_cond(cond, codes.shape[0])
+        if not self.ctx.generating:
+            self.ctx.start, self.ctx.length, self.ctx.uncond = 0, codes.shape[-1], cond.is_null
         residual = self.embed_codes(codes)
         residual = self.run_blocks(residual, self.project_cond(cond), cond.mask, stop_at_layer=stop_at_layer)
         if stop_at_layer is not None:
