@@ -83,26 +83,36 @@ class LayerNorm(nn.Module):
 
 @dataclass
 class KVCache:
-    """Preallocated keys/values of one attention layer: no per-step growth during generation."""
+    """Preallocated keys/values of one attention layer: no per-step growth during generation.
 
-    k: Float[torch.Tensor, "batch max_pos head_index d_head"]
-    v: Float[torch.Tensor, "batch max_pos head_index d_head"]
+    Stored head-major ([batch, head, pos, d_head]) so that attention reads them without copies.
+    """
+
+    k: Float[torch.Tensor, "batch head_index max_pos d_head"]
+    v: Float[torch.Tensor, "batch head_index max_pos d_head"]
     length: int = 0
     frozen: bool = False  # cross-attention: filled once from the conditioning, then only read
 
     @classmethod
     def empty(cls, batch: int, max_pos: int, cfg: MusicGenConfig, device: torch.device | str) -> "KVCache":
-        shape = (batch, max_pos, cfg.n_heads, cfg.d_head)
+        shape = (batch, cfg.n_heads, max_pos, cfg.d_head)
         return cls(torch.empty(shape, dtype=cfg.dtype, device=device), torch.empty(shape, dtype=cfg.dtype, device=device))
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.shape[1]
-        if end > self.k.shape[1]:
-            raise RuntimeError(f"KV cache full: {end} positions requested, {self.k.shape[1]} allocated")
-        self.k[:, self.length : end] = k
-        self.v[:, self.length : end] = v
+        end = self.length + k.shape[2]
+        if end > self.k.shape[2]:
+            raise RuntimeError(f"KV cache full: {end} positions requested, {self.k.shape[2]} allocated")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
         self.length = end
-        return self.k[:, :end], self.v[:, :end]
+        return self.read()
+
+    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+def _heads_first(x: Float[torch.Tensor, "batch pos head_index d_head"]) -> Float[torch.Tensor, "batch head_index pos d_head"]:
+    return x.transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -110,6 +120,10 @@ class Attention(nn.Module):
 
     Cross-attention reads keys/values from the conditioning (text states projected to d_model)
     and masks padded text. MusicGen's attention has no biases.
+
+    The projections are batched matmuls against the [head, d_model, d_head] weights (no
+    per-call weight copies, which an einsum to [d_model, head*d_head] would make); hooks still
+    see TransformerLens's [batch, pos, head_index, d_head] layout, as views.
     """
 
     def __init__(self, cfg: MusicGenConfig, cross: bool = False):
@@ -129,6 +143,10 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head_index, d_head]
         self.hook_result = HookPoint()  # [batch, pos, head_index, d_model], only with use_attn_result
 
+    def _project(self, x: Float[torch.Tensor, "batch pos d_model"], W: torch.Tensor, hook: HookPoint) -> Float[torch.Tensor, "batch head_index pos d_head"]:
+        # [batch, 1, pos, d] @ [head, d, e] -> [batch, head, pos, e]; the hook sees [batch, pos, head, e]
+        return _heads_first(hook(_heads_first(torch.matmul(x.unsqueeze(1), W))))
+
     def forward(
         self,
         x: Float[torch.Tensor, "batch pos d_model"],
@@ -136,17 +154,17 @@ class Attention(nn.Module):
         key_mask: Bool[torch.Tensor, "batch kv_pos"] | None = None,
         cache: KVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        q = self.hook_q(einops.einsum(x, self.W_Q, "batch pos d, head d e -> batch pos head e"))
+        q = self._project(x, self.W_Q, self.hook_q)
         if cache is not None and cache.frozen:
-            k, v = cache.k[:, : cache.length], cache.v[:, : cache.length]
+            k, v = cache.read()
         else:
             source = x if kv_input is None else kv_input
-            k = self.hook_k(einops.einsum(source, self.W_K, "batch kpos d, head d e -> batch kpos head e"))
-            v = self.hook_v(einops.einsum(source, self.W_V, "batch kpos d, head d e -> batch kpos head e"))
+            k = self._project(source, self.W_K, self.hook_k)
+            v = self._project(source, self.W_V, self.hook_v)
             if cache is not None:
                 k, v = cache.append(k, v)
                 cache.frozen = self.cross
-        scores = einops.einsum(q, k, "batch q head e, batch k head e -> batch head q k") / math.sqrt(self.cfg.d_head)
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.cfg.d_head)  # [batch, head, q, k]
         scores = self.hook_attn_scores(self._mask(scores, key_mask))
         if key_mask is None:
             pattern = torch.softmax(scores, dim=-1)
@@ -157,11 +175,12 @@ class Attention(nn.Module):
             any_key = key_mask.any(dim=-1)[:, None, None, None]
             pattern = torch.softmax(torch.where(any_key, scores, 0.0), dim=-1) * any_key
         pattern = self.hook_pattern(pattern)
-        z = self.hook_z(einops.einsum(pattern, v, "batch head q k, batch k head e -> batch q head e"))
+        z = self.hook_z(_heads_first(torch.matmul(pattern, v)))  # [batch, pos, head, e]
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q head d"))
             return result.sum(dim=-2)
-        return einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q d")
+        # W_O [head, e, d] flattens to [(head e), d] without a copy
+        return einops.rearrange(z, "batch q head e -> batch q (head e)") @ self.W_O.flatten(0, 1)
 
     def _mask(self, scores: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         if self.cross:
@@ -243,7 +262,8 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
-        return einops.einsum(x, self.W_U, "batch pos d, k d v -> batch k pos v")
+        # [batch, 1, pos, d] @ [k, d, v]: one batched matmul, no weight copy
+        return torch.matmul(x.unsqueeze(1), self.W_U)
 
 
 class CondProjection(nn.Module):

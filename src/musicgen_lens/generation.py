@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
@@ -223,6 +224,27 @@ def _resolve_conditioning(model: "HookedMusicGen", texts: Sequence[str] | None, 
     return model.resolve_cond(cond, cond.batch)
 
 
+def encode_prompt(model: "HookedMusicGen", audio: Any, batch: int, offset: float = 0.0, duration: float | None = None) -> torch.Tensor:
+    """A waveform prompt (path or tensor) -> codes [batch, n_codebooks, frames]."""
+    from musicgen_lens.audio import load_audio
+
+    clips = list(audio) if isinstance(audio, torch.Tensor) and audio.ndim == 3 else [audio]
+    items = []
+    for clip in clips:
+        # arrays carry no sample rate: they must already be at the model's
+        in_memory = {"sr": model.sample_rate} if isinstance(clip, (torch.Tensor, np.ndarray)) else {}
+        loaded, _ = load_audio(
+            clip, target_sr=model.sample_rate, channels=model.cfg.audio_channels, offset=offset, duration=duration, **in_memory
+        )
+        items.append(loaded)
+    codes = model.encode(torch.stack(items).to(model.device))
+    if codes.shape[0] == 1 and batch > 1:
+        codes = codes.expand(batch, -1, -1)
+    if codes.shape[0] != batch:
+        raise ValueError(f"the audio prompt has batch {codes.shape[0]} but there are {batch} prompts")
+    return codes
+
+
 @torch.no_grad()
 def generate(
     model: "HookedMusicGen",
@@ -238,6 +260,9 @@ def generate(
     do_sample: bool = True,
     seed: int | None = None,
     audio_prompt_codes: Int[torch.Tensor, "batch n_codebooks frames"] | None = None,
+    audio_prompt: Any = None,
+    prompt_offset: float = 0.0,
+    prompt_duration: float | None = None,
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
     progress: bool = True,
     return_delayed: bool = False,
@@ -249,12 +274,20 @@ def generate(
     guidance: the batch runs as [conditional rows; unconditional rows] and hooks see both
     (`hook.ctx.cond_rows`). top_k / top_p of 0 disable them; both may be on (top-k first, as
     Hugging Face). `seed` uses its own torch.Generator, leaving the global RNG alone.
+    `audio_prompt` (a path, or audio [channels, samples] / [batch, channels, samples] at
+    model.sample_rate) is encoded with the model's EnCodec and continued, like audiocraft's
+    `generate_continuation`; `prompt_offset` / `prompt_duration` (seconds) cut it first, e.g.
+    seconds 5-10 of a track as in the paper's recipe.
     `fwd_hooks` are active for the whole generation and removed afterwards, even on error.
     """
     cfg = model.cfg
     _check_args(model, guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
     cond = _resolve_conditioning(model, texts, cond, batch_size)
     batch = cond.batch
+    if audio_prompt is not None:
+        if audio_prompt_codes is not None:
+            raise ValueError("pass audio_prompt or audio_prompt_codes, not both")
+        audio_prompt_codes = encode_prompt(model, audio_prompt, batch, prompt_offset, prompt_duration)
     n_prompt = 0
     if audio_prompt_codes is not None:
         prompt = audio_prompt_codes.to(model.device)
