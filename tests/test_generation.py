@@ -227,3 +227,33 @@ def test_bad_texts_and_batch(model):
         model.generate(PROMPTS, max_new_frames=3, batch_size=3)
     with pytest.raises(ValueError, match="texts or cond, not both"):
         model.generate(PROMPTS, cond=model.condition(PROMPTS), max_new_frames=3)
+
+
+def test_waveform_prompt_continuation_matches_hugging_face(model, checkpoint_dir):
+    sr = model.sample_rate
+    t = torch.arange(int(0.3 * sr)) / sr
+    audio = torch.stack([torch.sin(2 * torch.pi * 220 * t), 0.5 * torch.sin(2 * torch.pi * 330 * t)])[:, None, :]
+    ours = model.generate(PROMPTS, audio_prompt=audio, max_new_frames=8, do_sample=False)
+    prompt_codes = model.encode(audio)
+    assert torch.equal(ours[..., : prompt_codes.shape[-1]], prompt_codes)
+    hf = MusicgenForConditionalGeneration.from_pretrained(checkpoint_dir("base")).eval()
+    captured = []
+    original = hf.audio_encoder.decode
+    hf.audio_encoder.decode = lambda codes, *a, **k: (captured.append(codes[0]), original(codes, *a, **k))[1]
+    hf.generate(**model.tokenize(PROMPTS), input_values=audio, max_new_tokens=8 + 3, do_sample=False, guidance_scale=3.0)
+    hf.audio_encoder.decode = original
+    assert torch.equal(ours, captured[0])
+    # offset/duration cut the prompt before encoding
+    cut = model.generate(PROMPTS, audio_prompt=audio, prompt_offset=0.1, prompt_duration=0.1, max_new_frames=2, do_sample=False)
+    assert torch.equal(cut[..., :5], model.encode(audio[..., int(0.1 * sr) : int(0.2 * sr)]))
+
+
+def test_cli_generate_writes_audio(checkpoint_dir, tmp_path):
+    import soundfile as sf
+
+    from musicgen_lens.cli import main
+
+    out = tmp_path / "x.wav"
+    assert main(["generate", "rock", "--model", checkpoint_dir("base"), "--duration", "0.2", "--out", str(out), "--seed", "0", "--device", "cpu"]) == 0
+    info = sf.info(str(out))
+    assert info.samplerate == 8000 and info.frames == 10 * 160  # 10 frames x hop 160
