@@ -18,6 +18,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from musicgen_lens.codec import Codec
+from musicgen_lens.tiny import calibrate_codebooks
 
 HOP = 8 * 5 * 4  # product of upsampling_ratios
 # 16 kHz / 160 = 100 frames/s; 64 codes = 6 bits, so 600 bit/s per codebook:
@@ -45,20 +46,7 @@ def encodec_config(**overrides) -> EncodecConfig:
 
 @torch.no_grad()
 def fill_codebooks(encodec: EncodecModel, seed: int) -> None:
-    """EnCodec codebooks are zero buffers at init. Fill them the way EnCodec's k-means init does:
-    each level's vectors are (jittered) samples of that level's residual on calibration audio,
-    so every codebook level splits the latents non-trivially."""
-    gen = torch.Generator().manual_seed(seed)
-    calib = torch.randn(8, 1, 4000, generator=gen) * torch.linspace(0.05, 1.0, 8)[:, None, None]
-    residual = encodec.encoder(calib).permute(0, 2, 1).reshape(-1, encodec.config.hidden_size)
-    for layer in encodec.quantizer.layers:
-        book = layer.codebook
-        picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],), generator=gen)]
-        book.embed.copy_(picks + 0.1 * residual.std(0) * torch.randn(picks.shape, generator=gen))
-        book.embed_avg.copy_(book.embed)
-        book.cluster_size.fill_(1.0)
-        book.inited.fill_(1.0)
-        residual = residual - book.decode(book.encode(residual))
+    calibrate_codebooks(encodec, seed)
 
 
 def audio(*shape, seed=0) -> torch.Tensor:

@@ -116,21 +116,35 @@ def tiny_hf_config(
     return MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
 
 
+@torch.no_grad()
+def calibrate_codebooks(encodec: Any, seed: int = 0) -> None:
+    """Give a random EnCodec usable codebooks (they are zero buffers until trained).
+
+    Like EnCodec's k-means init: each level's vectors are jittered samples of that level's
+    residual on calibration noise, so every level splits the latents non-trivially (plain
+    random vectors would quantise almost everything to the same few codes).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    calib = torch.randn(8, 1, 4000, generator=gen) * torch.linspace(0.05, 1.0, 8)[:, None, None]
+    residual = encodec.encoder(calib).permute(0, 2, 1).reshape(-1, encodec.config.hidden_size)
+    for layer in encodec.quantizer.layers:
+        book = layer.codebook
+        picks = residual[torch.randint(0, residual.shape[0], (book.embed.shape[0],), generator=gen)]
+        book.embed.copy_(picks + 0.1 * residual.std(0) * torch.randn(picks.shape, generator=gen))
+        book.embed_avg.copy_(book.embed)
+        book.cluster_size.fill_(1.0)
+        book.inited.fill_(1.0)
+        residual = residual - book.decode(book.encode(residual))
+
+
 def tiny_hf_model(seed: int = 0, **config_kwargs: Any) -> Any:
     """A random `MusicgenForConditionalGeneration` with non-trivial EnCodec codebooks."""
     from transformers import MusicgenForConditionalGeneration
 
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(tiny_hf_config(**config_kwargs)).eval()
+    calibrate_codebooks(model.audio_encoder, seed)
     gen = torch.Generator().manual_seed(seed)
-    # EnCodec's codebooks are zero buffers until trained; random ones make quantisation non-trivial.
-    for layer in model.audio_encoder.quantizer.layers:
-        cb = layer.codebook
-        cb.embed.copy_(torch.randn(cb.embed.shape, generator=gen))
-        if hasattr(cb, "embed_avg"):
-            cb.embed_avg.copy_(cb.embed)
-        if hasattr(cb, "inited"):
-            cb.inited.fill_(True)
     # Unlike the decoder, T5's output is small and near-constant at this init; widen it so the
     # text actually moves the conditioning in tests.
     with torch.no_grad():
