@@ -264,6 +264,7 @@ def generate(
     prompt_offset: float = 0.0,
     prompt_duration: float | None = None,
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
+    steering: Any = None,
     progress: bool = True,
     return_delayed: bool = False,
     batch_size: int | None = None,
@@ -279,6 +280,8 @@ def generate(
     `generate_continuation`; `prompt_offset` / `prompt_duration` (seconds) cut it first, e.g.
     seconds 5-10 of a track as in the paper's recipe.
     `fwd_hooks` are active for the whole generation and removed afterwards, even on error.
+    `steering` takes `musicgen_lens.steering.Intervention`s (validated before anything runs);
+    their hooks run before `fwd_hooks` on the same hook point.
     """
     cfg = model.cfg
     _check_args(model, guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
@@ -302,6 +305,11 @@ def generate(
         n_prompt = prompt.shape[-1]
     new_frames = _frames_to_generate(model, duration, max_new_frames, n_prompt)
     n_frames = n_prompt + new_frames
+    if steering is not None:
+        from musicgen_lens.steering import steering_hooks
+
+        # window seconds count from the first frame of the prompt, so the total is passed
+        fwd_hooks = steering_hooks(model, steering, n_frames=n_frames) + list(fwd_hooks)
 
     ds = delays(cfg.n_codebooks, cfg.audio_channels)
     length = n_frames + ds[-1] + 1

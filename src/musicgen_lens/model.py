@@ -419,7 +419,15 @@ class HookedMusicGen(HookedRootModule):
         """Undelayed codes [batch, n_codebooks, frames] -> audio [batch, channels, samples]."""
         return self._need_codec().decode(codes)
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ steering and generation
+    def steer(self, interventions: Any, **kwargs: Any) -> Any:
+        """Context manager: the interventions' hooks are active inside, removed on exit (even on error).
+
+        See `musicgen_lens.steering.steer`."""
+        from musicgen_lens.steering import steer
+
+        return steer(self, interventions, **kwargs)
+
     def generate(self, texts: Sequence[str] | None = None, **kwargs: Any) -> torch.Tensor:
         """See `musicgen_lens.generation.generate`."""
         from musicgen_lens.generation import generate
