@@ -30,7 +30,6 @@ def main() -> None:
     ours = HookedMusicGen.from_hf(hf, device="cpu")
     text = torch.randint(0, 32000, (1, 12))
     cond = ours.condition(input_ids=text)
-    frames = args.steps - 3  # steps = frames + max delay (3)
     vector = torch.randn(1024) * 0.1
     hooks = [(f"blocks.{l}.hook_resid_post", lambda r, hook: r + vector) for l in (17, 18, 19, 20)]
 
@@ -38,20 +37,23 @@ def main() -> None:
         return args.steps / seconds(lambda: hf.generate(input_ids=text, max_new_tokens=args.steps, do_sample=True, guidance_scale=3.0, top_k=250))
 
     def run_ours() -> float:
-        return args.steps / seconds(lambda: ours.generate(cond=cond, max_new_frames=frames, guidance_scale=3.0, top_k=250, seed=0, progress=False))
+        return args.steps / seconds(lambda: ours.generate(cond=cond, max_new_frames=args.steps - 3, guidance_scale=3.0, top_k=250, seed=0, progress=False))
 
     def run_hooked() -> float:
-        return args.steps / seconds(lambda: ours.generate(cond=cond, max_new_frames=frames, guidance_scale=3.0, top_k=250, seed=0, progress=False, fwd_hooks=hooks))
+        return args.steps / seconds(lambda: ours.generate(cond=cond, max_new_frames=args.steps - 3, guidance_scale=3.0, top_k=250, seed=0, progress=False, fwd_hooks=hooks))
 
     fns = {"hf": run_hf, "ours": run_ours, "ours_4_hooks": run_hooked}
     if args.bf16:
         ours_bf16 = HookedMusicGen.from_hf(small_shaped_hf_model(), device="cpu", dtype=torch.bfloat16)
         cond_bf16 = cond.to(dtype=torch.bfloat16)
         fns["ours_bf16"] = lambda: args.steps / seconds(
-            lambda: ours_bf16.generate(cond=cond_bf16, max_new_frames=frames, guidance_scale=3.0, top_k=250, seed=0, progress=False)
+            lambda: ours_bf16.generate(cond=cond_bf16, max_new_frames=args.steps - 3, guidance_scale=3.0, top_k=250, seed=0, progress=False)
         )
-    for fn in fns.values():  # warm-up
+    steps = args.steps
+    args.steps = 8  # short warm-up of every path
+    for fn in fns.values():
         fn()
+    args.steps = steps
     r = alternate(fns, args.rounds)
     print(f"generate, batch 1, CFG 3.0, top_k 250, {args.steps} steps, musicgen-small shape, {torch.get_num_threads()} threads")
     print("| run | steps/s (median) | ratio to Hugging Face |")

@@ -1,0 +1,237 @@
+"""The paper's demos as functions: concept vectors from synthetic clips, then steered generation.
+
+Each recipe builds a concept direction the way arXiv 2506.10225 does (a bias-free MSE
+regression probe on ±1 targets, trained on residual-stream activations of clips with and
+without the concept), steers generation with it (norm-relative mode, conditional CFG branch,
+alpha 0.5 by default) and returns audio before/after plus a figure: spectrograms and the
+probe's score over time. On hub checkpoints (`facebook/musicgen-small`, layer ~18 of 24) these
+are the paper's experiments, with synthetic clips standing in for real recordings; offline they
+run on whatever model is loaded (on random weights they demonstrate the workflow only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from musicgen_lens.activations import Item, cache_activations
+from musicgen_lens.data.synth import ClipSpec, describe, render_clip
+from musicgen_lens.generation import apply_delay_pattern
+from musicgen_lens.probes import LinearProbe
+from musicgen_lens.steering import Intervention, SteeringVector, hook_name
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from musicgen_lens.model import HookedMusicGen
+
+
+def default_layer(model: "HookedMusicGen") -> int:
+    """The paper steers layers 17-21 of 24; keep the same relative depth on other models."""
+    return min(model.cfg.n_layers - 1, round(0.75 * model.cfg.n_layers))
+
+
+@dataclass
+class ConceptVector:
+    vector: SteeringVector
+    probe: LinearProbe
+    hook: str
+    accuracy: float  # sign agreement of the probe on its held-out clips
+
+
+@dataclass
+class SteeringResult:
+    prompt: str
+    sample_rate: int
+    original: torch.Tensor  # [channels, samples]
+    steered: torch.Tensor
+    codes_original: torch.Tensor  # [n_codebooks, frames]
+    codes_steered: torch.Tensor
+    seconds: np.ndarray  # [frames]
+    score_original: np.ndarray  # the probe's score per frame
+    score_steered: np.ndarray
+    interventions: list[Intervention] = field(default_factory=list)
+    figure: "Figure | None" = None
+
+
+def _clip_items(model: "HookedMusicGen", specs: Sequence[ClipSpec], target: float, text: str | None) -> list[Item]:
+    items = []
+    for i, spec in enumerate(specs):
+        audio = render_clip(spec)
+        items.append(Item(f"{target:+.0f}-{i}", audio=audio, sr=spec.sample_rate, text=text, labels={"target": target, "text": describe(spec)}))
+    return items
+
+
+def concept_vector(
+    model: "HookedMusicGen",
+    positive: Sequence[ClipSpec],
+    negative: Sequence[ClipSpec],
+    *,
+    layer: int | None = None,
+    site: str = "resid_post",
+    concept: str = "concept",
+    text: str | None = None,
+    pooling: Any = "mean",
+    test_fraction: float = 0.15,
+    probe: LinearProbe | None = None,
+) -> ConceptVector:
+    """A steering vector from clips with (+1) and without (-1) a concept, via the paper's probe."""
+    layer = default_layer(model) if layer is None else layer
+    hook = hook_name(site, layer)
+    items = _clip_items(model, positive, 1.0, text) + _clip_items(model, negative, -1.0, text)
+    order = np.random.default_rng(0).permutation(len(items))
+    items = [items[i] for i in order]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = cache_activations(model, items, f"{tmp}/store", [hook], pooling=pooling, progress=False)
+        X, y = np.asarray(store[hook]), store.labels("target").astype(float)
+    n_test = max(1, int(round(test_fraction * len(y))))
+    probe = probe or LinearProbe(task="regression", method="torch", bias=False, normalize="l2", lr=5e-2)
+    probe.fit(X[:-n_test], y[:-n_test])
+    accuracy = float(np.mean(np.sign(probe.decision_function(X[-n_test:]).ravel()) == y[-n_test:]))
+    vector = SteeringVector.from_probe(probe, site=site, layer=layer, concept=concept, model=model)
+    return ConceptVector(vector, probe, hook, accuracy)
+
+
+def score_over_time(model: "HookedMusicGen", codes: torch.Tensor, prompt: str, concept: ConceptVector) -> np.ndarray:
+    """The probe's score at every frame of generated codes (teacher-forced, conditional branch)."""
+    seq = apply_delay_pattern(codes[None].to(model.device), model.cfg.pad_token_id, model.cfg.audio_channels)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(seq, [prompt], names_filter=[concept.hook], return_cache_object=False)
+    d = model.ctx.max_delay
+    acts = cache[concept.hook][0, d : d + codes.shape[-1]].float().cpu().numpy()
+    return concept.probe.decision_function(acts).ravel()
+
+
+def steer_and_compare(
+    model: "HookedMusicGen",
+    prompt: str,
+    concept: ConceptVector,
+    *,
+    interventions: Sequence[Intervention] | None = None,
+    alpha: float = 0.5,
+    start: float | None = None,
+    duration: float = 5.0,
+    seed: int = 0,
+    audio_prompt: Any = None,
+    plot: bool = True,
+    **generate_kwargs: Any,
+) -> SteeringResult:
+    """Generate with and without steering (same seed) and compare."""
+    interventions = list(interventions) if interventions is not None else [Intervention(concept.vector, alpha=alpha, start=start)]
+    kw = dict(duration=duration, seed=seed, audio_prompt=audio_prompt, progress=False, **generate_kwargs)
+    codes = model.generate([prompt], **kw)[0]
+    steered_codes = model.generate([prompt], steering=interventions, **kw)[0]
+    with torch.no_grad():
+        audio = model.decode(torch.stack([codes, steered_codes])).float().cpu()
+    result = SteeringResult(
+        prompt=prompt,
+        sample_rate=model.sample_rate,
+        original=audio[0],
+        steered=audio[1],
+        codes_original=codes.cpu(),
+        codes_steered=steered_codes.cpu(),
+        seconds=np.arange(codes.shape[-1]) / model.frame_rate,
+        score_original=score_over_time(model, codes, prompt, concept),
+        score_steered=score_over_time(model, steered_codes, prompt, concept),
+        interventions=interventions,
+    )
+    if plot:
+        result.figure = comparison_figure(result, start=start, title=f"{prompt!r}: steering towards {concept.vector.concept}")
+    return result
+
+
+def comparison_figure(result: SteeringResult, start: float | None = None, title: str = "") -> "Figure":
+    """Spectrograms before/after and the probe's score over time (Agg-safe, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    for ax, audio, name in ((axes[0], result.original, "original"), (axes[1], result.steered, "steered")):
+        ax.specgram(audio.mean(0).numpy(), Fs=result.sample_rate, NFFT=512, noverlap=384, cmap="magma")
+        ax.set_ylabel(f"{name}\nHz")
+    axes[2].plot(result.seconds, result.score_original, label="original")
+    axes[2].plot(result.seconds, result.score_steered, label="steered")
+    axes[2].set_ylabel("probe score")
+    axes[2].set_xlabel("seconds")
+    axes[2].legend(loc="best")
+    if start is not None:
+        for ax in axes:
+            ax.axvline(start, color="white" if ax is not axes[2] else "black", linestyle="--", linewidth=1)
+    fig.suptitle(title)
+    return fig
+
+
+def _specs(model: "HookedMusicGen", n: int, seed: int, duration_s: float, **spec: Any) -> list[ClipSpec]:
+    rng = np.random.default_rng(seed)
+    return [
+        ClipSpec(tempo_bpm=float(rng.integers(80, 140)), key=str(rng.choice(["C", "D", "E", "F", "G", "A"])), seed=int(rng.integers(1 << 30)),
+                 duration_s=duration_s, sample_rate=model.sample_rate, **spec)
+        for _ in range(n)
+    ]
+
+
+def timbre_transfer(
+    model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
+    start: float | None = None, duration: float = 5.0, seed: int = 0, prompt: str | None = None, **kw: Any,
+) -> SteeringResult:
+    """The paper's trumpet -> violin (or -> xylophone): the prompt asks for `source`, steering adds `target`."""
+    pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
+    neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
+    concept = concept_vector(model, pos, neg, layer=layer, concept=target)
+    prompt = prompt or f"{style} {source} melody"
+    return steer_and_compare(model, prompt, concept, alpha=alpha, start=start, duration=duration, seed=seed, **kw)
+
+
+def genre_transfer(
+    model: "HookedMusicGen", styles: Sequence[str] = ("classical", "electronic", "rock"), *, instrument: str = "trumpet",
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
+    duration: float = 5.0, seed: int = 0, **kw: Any,
+) -> list[SteeringResult]:
+    """Classical -> electronic -> rock: one result per step of the chain, each steering away from styles[0]."""
+    base = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=styles[0])
+    prompt = f"{styles[0]} {instrument} melody"
+    results = []
+    for i, style in enumerate(styles[1:], start=1):
+        concept = concept_vector(model, _specs(model, n_clips, seed + i, clip_seconds, instrument=instrument, style=style), base, layer=layer, concept=style)
+        results.append(steer_and_compare(model, prompt, concept, alpha=alpha, duration=duration, seed=seed, **kw))
+    return results
+
+
+def add_accompaniment(
+    model: "HookedMusicGen", accompaniment: str = "tabla", *, instrument: str = "flute", style: str = "classical",
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
+    duration: float = 5.0, seed: int = 0, **kw: Any,
+) -> SteeringResult:
+    """Add e.g. a tabla: the concept is the same clips with and without the accompaniment (same tempo)."""
+    without = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=style)
+    with_acc = [dataclasses.replace(spec, accompaniment=accompaniment) for spec in without]
+    concept = concept_vector(model, with_acc, without, layer=layer, concept=f"+{accompaniment}")
+    return steer_and_compare(model, f"{style} {instrument} melody", concept, alpha=alpha, duration=duration, seed=seed, **kw)
+
+
+def genre_fusion(
+    model: "HookedMusicGen", genres: Sequence[str] = ("rock", "jazz"), weights: Sequence[float] | None = None, *,
+    base_style: str = "classical", instrument: str = "piano", n_clips: int = 24, clip_seconds: float = 3.0,
+    layer: int | None = None, alpha: float = 0.5, duration: float = 5.0, seed: int = 0, **kw: Any,
+) -> SteeringResult:
+    """Fuse genres: a weighted sum of per-genre vectors (each genre vs the base style), normalised."""
+    weights = list(weights) if weights is not None else [1.0] * len(genres)
+    base = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=base_style)
+    concepts = [concept_vector(model, _specs(model, n_clips, seed + i + 1, clip_seconds, instrument=instrument, style=g), base, layer=layer, concept=g) for i, g in enumerate(genres)]
+    fused = concepts[0].vector * weights[0]
+    for c, w in zip(concepts[1:], weights[1:]):
+        fused = fused + c.vector * w
+    fused = fused.normalized()
+    scorer = ConceptVector(fused, concepts[0].probe, concepts[0].hook, concepts[0].accuracy)
+    return steer_and_compare(model, f"{base_style} {instrument} melody", scorer, alpha=alpha, duration=duration, seed=seed, **kw)
+
+
+def steer_from_second(model: "HookedMusicGen", start: float = 5.0, *, duration: float = 10.0, **kw: Any) -> SteeringResult:
+    """Timbre transfer that starts at `start` seconds: the audio before it is unchanged."""
+    return timbre_transfer(model, start=start, duration=duration, **kw)
