@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-import einops
 import torch
 
 from musicgen_lens.config import MusicGenConfig
@@ -40,21 +39,10 @@ def _transpose(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rules(cfg: MusicGenConfig) -> list[_Rule]:
-    """Every decoder parameter: HF name (relative to MusicgenForCausalLM) -> our name."""
-    h = cfg.n_heads
+    """Every decoder parameter: HF name (relative to MusicgenForCausalLM) -> our name.
 
-    def split_in(x: torch.Tensor) -> torch.Tensor:  # nn.Linear [h*e, d] -> W_Q [h, d, e]
-        return einops.rearrange(x, "(head e) d -> head d e", head=h).contiguous()
-
-    def merge_in(x: torch.Tensor) -> torch.Tensor:
-        return einops.rearrange(x, "head d e -> (head e) d").contiguous()
-
-    def split_out(x: torch.Tensor) -> torch.Tensor:  # nn.Linear [d, h*e] -> W_O [h, e, d]
-        return einops.rearrange(x, "d (head e) -> head e d", head=h).contiguous()
-
-    def merge_out(x: torch.Tensor) -> torch.Tensor:
-        return einops.rearrange(x, "head e d -> d (head e)").contiguous()
-
+    Linear weights are stored [out, in] on both sides (ours expose TransformerLens-layout views).
+    """
     rules: list[_Rule] = []
     dec = "model.decoder"
     for k in range(cfg.n_codebooks):
@@ -63,14 +51,13 @@ def _rules(cfg: MusicGenConfig) -> list[_Rule]:
     for layer in range(cfg.n_layers):
         hf_l, ours_l = f"{dec}.layers.{layer}", f"blocks.{layer}"
         for hf_attn, our_attn in (("self_attn", "attn"), ("encoder_attn", "cross_attn")):
-            for proj, w in (("q", "W_Q"), ("k", "W_K"), ("v", "W_V")):
-                rules.append(_Rule(f"{hf_l}.{hf_attn}.{proj}_proj.weight", f"{ours_l}.{our_attn}.{w}", split_in, merge_in))
-            rules.append(_Rule(f"{hf_l}.{hf_attn}.out_proj.weight", f"{ours_l}.{our_attn}.W_O", split_out, merge_out))
+            for proj, w in (("q", "W_Q_T"), ("k", "W_K_T"), ("v", "W_V_T"), ("out", "W_O_T")):
+                rules.append(_Rule(f"{hf_l}.{hf_attn}.{proj}_proj.weight", f"{ours_l}.{our_attn}.{w}", _copy, _copy))
         for hf_ln, our_ln in (("self_attn_layer_norm", "ln1"), ("encoder_attn_layer_norm", "ln_cross"), ("final_layer_norm", "ln2")):
             rules.append(_Rule(f"{hf_l}.{hf_ln}.weight", f"{ours_l}.{our_ln}.w", _copy, _copy))
             rules.append(_Rule(f"{hf_l}.{hf_ln}.bias", f"{ours_l}.{our_ln}.b", _copy, _copy))
-        rules.append(_Rule(f"{hf_l}.fc1.weight", f"{ours_l}.mlp.W_in", _transpose, _transpose))
-        rules.append(_Rule(f"{hf_l}.fc2.weight", f"{ours_l}.mlp.W_out", _transpose, _transpose))
+        rules.append(_Rule(f"{hf_l}.fc1.weight", f"{ours_l}.mlp.W_in_T", _copy, _copy))
+        rules.append(_Rule(f"{hf_l}.fc2.weight", f"{ours_l}.mlp.W_out_T", _copy, _copy))
     rules.append(_Rule(f"{dec}.layer_norm.weight", "ln_final.w", _copy, _copy))
     rules.append(_Rule(f"{dec}.layer_norm.bias", "ln_final.b", _copy, _copy))
     return rules
