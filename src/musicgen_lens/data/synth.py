@@ -785,7 +785,8 @@ def _normalise(audio: np.ndarray, peak: float = 0.9) -> np.ndarray:
     if not np.all(np.isfinite(audio)):
         raise FloatingPointError("synthesis produced non-finite samples")
     top = float(np.max(np.abs(audio))) if audio.size else 0.0
-    scaled = audio * (peak / top) if top > 0 else audio
+    # divide first: peak / top overflows to inf for a subnormal top (e.g. a near-zero backing gain)
+    scaled = (audio / top) * peak if top > 0 else audio
     return scaled.astype(np.float32)
 
 
