@@ -24,6 +24,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_forward.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generate.py --bf16
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_activations.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

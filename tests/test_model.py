@@ -266,6 +266,13 @@ def test_transformer_lens_cache_methods(model):
         torch.testing.assert_close(tl_attrs, attrs)
 
 
+def test_logit_attribution_rejects_pad_codes(model):
+    _, cache = model.run_with_cache(random_codes(model, pos=4), PROMPTS)
+    stack, _ = resid_decomposition(cache, apply_ln=True)
+    with pytest.raises(ValueError, match=r"mask the pad/BOS code 64"):
+        codebook_logit_attrs(cache, stack, torch.full((2, 4), model.cfg.pad_token_id), codebook=0)
+
+
 def test_loss_return_type(model):
     codes = random_codes(model, pos=10)
     logits, loss = model(codes, PROMPTS, return_type="both")

@@ -207,12 +207,22 @@ def _item_codes(model: "HookedMusicGen", item: Item) -> torch.Tensor:
         return model.encode(audio[None].to(model.device))
 
 
-def _rows_for_item(model: "HookedMusicGen", item: Item, hooks: Sequence[str], pooling: Pooling) -> tuple[dict[str, torch.Tensor], list[int] | None]:
-    """Run one item; return {array name: [rows, ...]} and the frame index of each row."""
+def _rows_for_item(
+    model: "HookedMusicGen", item: Item, hooks: Sequence[str], pooling: Pooling, conds: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], list[int] | None]:
+    """Run one item; return {array name: [rows, ...]} and the frame index of each row.
+
+    `conds` memoises the text encoder per distinct text: datasets reuse prompt templates.
+    """
     from musicgen_lens.generation import apply_delay_pattern
 
     codes = _item_codes(model, item)
-    cond = model.condition([item.text]) if item.text is not None else None
+    cond = None
+    if item.text is not None:
+        if item.text not in conds:
+            with torch.no_grad():
+                conds[item.text] = model.condition([item.text])
+        cond = conds[item.text]
     if pooling.kind == "last":
         return _last_step_rows(model, codes, cond, hooks, pooling), None
     cfg = model.cfg
@@ -305,6 +315,7 @@ def cache_activations(
     done = {int(m.group(1)) for f in (path / "shards").iterdir() if (m := re.fullmatch(rf"{tag}-(\d+)\.safetensors", f.name))}
     total = -(-len(items) // n_workers) if hasattr(items, "__len__") else None
     seen = 0
+    conds: dict[str, Any] = {}
     with tqdm(total=total, disable=not progress, desc=f"caching {tag}", unit="item") as bar:
         for shard_no, chunk in enumerate(_chunks(_mine(items, worker, n_workers), shard_size)):
             seen += len(chunk)
@@ -314,7 +325,7 @@ def cache_activations(
             buffer = []
             for global_index, raw in chunk:
                 item = Item.coerce(raw, global_index)
-                rows, frames = _rows_for_item(model, item, hooks, pooling)
+                rows, frames = _rows_for_item(model, item, hooks, pooling, conds)
                 buffer.append((global_index, item, rows, frames))
                 bar.update(1)
             _write_shard(path / "shards" / f"{tag}-{shard_no:05d}.safetensors", buffer)

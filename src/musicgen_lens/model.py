@@ -393,6 +393,11 @@ class HookedMusicGen(HookedRootModule):
         if not 0 <= k < self.cfg.n_codebooks:
             raise ValueError(f"codebook must be in [0, {self.cfg.n_codebooks}), got {k}")
         tokens = torch.as_tensor(tokens, device=self.device)
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
+            raise ValueError(
+                f"codes to attribute must be audio codes in [0, {self.cfg.d_vocab}); got values in "
+                f"[{int(tokens.min())}, {int(tokens.max())}] (mask the pad/BOS code {self.cfg.pad_token_id} of the delayed layout first)"
+            )
         directions = self.W_U[k].T[tokens]  # [..., d_model]
         return directions * self.ln_final.w
 
