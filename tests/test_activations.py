@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +208,8 @@ def test_bad_input(model, tmp_path):
         ActivationStore.open(tmp_path / "nothing")
     with pytest.raises(KeyError, match="not in this store"):
         ActivationStore.open(tmp_path / "e")["blocks.1.hook_resid_post"]
+
+
+def test_in_memory_audio_needs_its_sample_rate(model, tmp_path):
+    with pytest.raises(ValueError, match="in-memory audio but no sr"):
+        cache_activations(model, [Item("a", audio=np.ones(800, dtype=np.float32) * 0.1, text="rock")], tmp_path / "s", HOOKS[:1], progress=False)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_lens.activations import ActivationStore, Item, cache_activations
+from musicgen_lens.activations import Item, cache_activations
 from musicgen_lens.probes import LinearProbe
 from musicgen_lens.steering import Intervention, SteeringVector
 

@@ -29,6 +29,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from musicgen_lens._atomic import atomic_path, atomic_write_text
+
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
@@ -98,12 +100,6 @@ def _position_second(hook: str) -> bool:
     if hook.endswith(("hook_pattern", "hook_attn_scores", "hook_logits", "hook_cond")) or hook.startswith(("text_encoder.", "codec.")):
         return False
     return not (".cross_attn." in hook and hook.endswith(("hook_k", "hook_v")))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _safe_name(hook: str) -> str:
@@ -178,7 +174,7 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
     file = path / "meta.json"
     if not file.exists():
         path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(file, json.dumps(meta, indent=1))
+        atomic_write_text(file, json.dumps(meta, indent=1))
         return
     old = json.loads(file.read_text())
     if old["config_hash"] != meta["config_hash"]:
@@ -199,12 +195,12 @@ def _item_codes(model: "HookedMusicGen", item: Item) -> torch.Tensor:
         return codes.to(model.device)
     if item.audio is None:
         raise ValueError(f"item {item.id!r} has neither codes nor audio")
-    from musicgen_lens.audio import load_audio
+    from musicgen_lens.generation import encode_prompt
 
-    kw = {"sr": item.sr} if not isinstance(item.audio, (str, os.PathLike)) else {}
-    audio, _ = load_audio(item.audio, target_sr=model.sample_rate, channels=model.cfg.audio_channels, **kw)
+    if item.sr is None and not isinstance(item.audio, (str, os.PathLike)):
+        raise ValueError(f"item {item.id!r} has in-memory audio but no sr: give its sample rate (Item(sr=...) or 'sr')")
     with torch.no_grad():
-        return model.encode(audio[None].to(model.device))
+        return encode_prompt(model, item.audio, batch=1, sr=item.sr)
 
 
 def _rows_for_item(
@@ -331,7 +327,7 @@ def cache_activations(
             _write_shard(path / "shards" / f"{tag}-{shard_no:05d}.safetensors", buffer)
     if seen == 0 and worker == 0:
         raise ValueError("the dataset is empty: nothing to cache")
-    _atomic_write_text(path / f"{tag}.done", json.dumps({"items": seen}))
+    atomic_write_text(path / f"{tag}.done", json.dumps({"items": seen}))
     if n_workers == 1:
         return merge(path)
     return None
@@ -366,9 +362,8 @@ def _write_shard(file: Path, buffer: list[tuple[int, Item, dict[str, torch.Tenso
         {"index": gi, "id": item.id, "text": item.text, "labels": _jsonable(item.labels), "rows": int(rows[names[0]].shape[0]), "frames": frames}
         for gi, item, rows, frames in buffer
     ]
-    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"items": json.dumps(entries)})
-    os.replace(tmp, file)
+    with atomic_path(file) as tmp:
+        save_file(tensors, str(tmp), metadata={"items": json.dumps(entries)})
 
 
 def _jsonable(labels: Mapping[str, Any]) -> dict[str, Any]:
@@ -433,7 +428,7 @@ def merge(path: str | os.PathLike) -> ActivationStore:
     for name in names:
         os.replace(tmps[name], path / arrays[name])
     items = [{k: v for k, v in p[4].items() if k != "frames" or v is not None} for p in placed]
-    _atomic_write_text(path / "index.json", json.dumps({"arrays": arrays, "items": items, "meta": meta}))
+    atomic_write_text(path / "index.json", json.dumps({"arrays": arrays, "items": items, "meta": meta}))
     return ActivationStore(path)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,7 +50,6 @@ class MusicGenConfig:
     frame_rate: float = 50.0
     pad_token_id: int = -1  # defaults to d_vocab
     bos_token_id: int = -1  # defaults to d_vocab
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.d_head == -1:
@@ -124,6 +123,6 @@ class MusicGenConfig:
         on CPU in fp32 for the same architecture.
         """
         d = self.to_dict()
-        for k in ("device", "dtype", "model_name", "extra", "use_attn_result", "use_split_qkv_input"):
+        for k in ("device", "dtype", "model_name", "use_attn_result", "use_split_qkv_input"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

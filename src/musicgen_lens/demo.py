@@ -16,17 +16,12 @@ from pathlib import Path
 import torch
 
 from musicgen_lens import HookedMusicGen
+from musicgen_lens._atomic import atomic_write_text
 from musicgen_lens.audio import save_audio
 from musicgen_lens.generation import apply_delay_pattern
 from musicgen_lens.tiny import save_tiny_checkpoint
 
 BANNER = "NOTE: the weights are RANDOM (no trained default model ships yet), so the audio is noise."
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|",
         *[f"| `{n}` | {list(s)} |" for n, s in shapes.items() if not n.startswith("blocks.") or n.startswith("blocks.0.")],
     ]
-    write_atomic(out / "report.md", "\n".join(report) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(report) + "\n")
     print(f"\nwrote {', '.join(str(p) for p in paths.values())} and {out / 'report.md'}")
     print(BANNER)
     return 0 if same_before else 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -93,7 +93,6 @@ class HookContext:
     generating: bool = False
     step: int = 0  # generation step: 0 is the prefill (BOS and any audio prompt)
     n_steps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def positions(self) -> Int[torch.Tensor, "pos"]:
@@ -173,9 +172,7 @@ def sample_next(
 # ---------------------------------------------------------------------------- generate
 
 
-def _check_args(
-    model: "HookedMusicGen", *, guidance_scale: float, temperature: float, top_k: int, top_p: float, do_sample: bool
-) -> None:
+def _check_args(*, guidance_scale: float, temperature: float, top_k: int, top_p: float, do_sample: bool) -> None:
     if not 0.0 <= top_p <= 1.0 or math.isnan(top_p):
         raise ValueError(f"top_p must be in [0, 1] (0 disables nucleus sampling), got {top_p}")
     if top_k < 0:
@@ -224,15 +221,20 @@ def _resolve_conditioning(model: "HookedMusicGen", texts: Sequence[str] | None, 
     return model.resolve_cond(cond, cond.batch)
 
 
-def encode_prompt(model: "HookedMusicGen", audio: Any, batch: int, offset: float = 0.0, duration: float | None = None) -> torch.Tensor:
-    """A waveform prompt (path or tensor) -> codes [batch, n_codebooks, frames]."""
+def encode_prompt(
+    model: "HookedMusicGen", audio: Any, batch: int, offset: float = 0.0, duration: float | None = None, sr: int | None = None
+) -> torch.Tensor:
+    """A waveform prompt (path or tensor) -> codes [batch, n_codebooks, frames].
+
+    In-memory audio is at `sr` (default: the model's sample rate) and is resampled if needed.
+    """
     from musicgen_lens.audio import load_audio
 
     clips = list(audio) if isinstance(audio, torch.Tensor) and audio.ndim == 3 else [audio]
     items = []
     for clip in clips:
-        # arrays carry no sample rate: they must already be at the model's
-        in_memory = {"sr": model.sample_rate} if isinstance(clip, (torch.Tensor, np.ndarray)) else {}
+        # arrays carry no sample rate of their own
+        in_memory = {"sr": sr or model.sample_rate} if isinstance(clip, (torch.Tensor, np.ndarray)) else {}
         loaded, _ = load_audio(
             clip, target_sr=model.sample_rate, channels=model.cfg.audio_channels, offset=offset, duration=duration, **in_memory
         )
@@ -284,7 +286,7 @@ def generate(
     their hooks run before `fwd_hooks` on the same hook point.
     """
     cfg = model.cfg
-    _check_args(model, guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
+    _check_args(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
     cond = _resolve_conditioning(model, texts, cond, batch_size)
     batch = cond.batch
     if audio_prompt is not None:

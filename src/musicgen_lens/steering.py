@@ -74,13 +74,14 @@ import math
 import numbers
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
+
+from musicgen_lens._atomic import atomic_path
 
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
@@ -330,17 +331,8 @@ class SteeringVector:
             provenance = json.dumps(self.provenance(), sort_keys=True)
         except (TypeError, ValueError) as e:
             raise ValueError(f"SteeringVector.metadata must be JSON-serialisable to be saved: {e}") from e
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"vector": self.vector.detach().contiguous().cpu()}, tmp, metadata={"format": _FORMAT, "provenance": provenance})
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            save_file({"vector": self.vector.detach().contiguous().cpu()}, str(tmp), metadata={"format": _FORMAT, "provenance": provenance})
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> "SteeringVector":

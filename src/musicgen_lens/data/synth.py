@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from musicgen_lens._atomic import atomic_path
+
 # --------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------
@@ -1196,13 +1198,8 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int, subtype: 
     that a resumed run would mistake for a finished one."""
     import soundfile as sf
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, audio, sample_rate, format="WAV", subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _render_to(job: tuple[ClipSpec, str, str]) -> str:
@@ -1218,13 +1215,11 @@ def _label_row(clip: Clip, rel_path: str) -> dict[str, Any]:
 
 
 def _write_labels(csv_path: Path, rows: dict[str, dict[str, Any]]) -> None:
-    tmp = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(LABEL_COLUMNS))
         writer.writeheader()
         for key in sorted(rows):
             writer.writerow(rows[key])
-    os.replace(tmp, csv_path)
 
 
 def _read_labels(csv_path: Path) -> dict[str, dict[str, Any]]:
