@@ -1,0 +1,144 @@
+"""Train a tiny EnCodec on the synthetic world with `ResidualVQ`, then export a stock `EncodecModel`.
+
+No adversarial loss (too slow for 2 CPU cores): waveform L1 plus multi-resolution mel, and the
+RVQ commitment term. The run directory holds `state.pt` (resumable), `log.jsonl` and, at the
+end, `encodec/` (`EncodecModel.save_pretrained`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from musicgen_lens._atomic import atomic_path
+from musicgen_lens.training.losses import MultiResolutionMelLoss
+from musicgen_lens.training.rvq import ResidualVQ
+
+
+def codec_config(**overrides: Any) -> Any:
+    """16 kHz mono, 50 frames/s (hop 320), 4 codebooks x 256: 1.6 kbps."""
+    from transformers import EncodecConfig
+
+    kw: dict[str, Any] = dict(
+        sampling_rate=16000, audio_channels=1, num_filters=16, hidden_size=64, num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 2], codebook_size=256, num_lstm_layers=1, normalize=False,
+        chunk_length_s=None, overlap=None,
+    )
+    kw.update(overrides)
+    cfg = EncodecConfig(**kw)
+    n_q = kw.pop("n_codebooks", 4)
+    cfg.target_bandwidths = [n_q * cfg.frame_rate * cfg.codebook_nbits / 1000]
+    return cfg
+
+
+def save_state(path: Path, **state: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+
+
+def train_codec(
+    run_dir: str | os.PathLike,
+    audio: np.ndarray,
+    *,
+    steps: int = 3000,
+    batch_size: int = 16,
+    segment_s: float = 1.0,
+    lr: float = 1e-3,
+    commit_weight: float = 1.0,
+    wave_weight: float = 0.1,
+    seed: int = 0,
+    save_every: int = 100,
+    progress: bool = True,
+    config: Any = None,
+) -> Path:
+    """Train on random crops of `audio` (int16 `[n, samples]` at the config's rate); resumable."""
+    from tqdm.auto import tqdm
+    from transformers import EncodecModel
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config or codec_config()
+    torch.manual_seed(seed)
+    model = EncodecModel(cfg)
+    seg = int(segment_s * cfg.sampling_rate)
+    seg -= seg % int(np.prod(cfg.upsampling_ratios))
+    # A code is dead when its EMA usage falls below 10% of a uniform share of one batch's latents
+    # (a fixed threshold like EnCodec's 2 would call every code dead at this small batch size).
+    latents_per_batch = batch_size * seg // int(np.prod(cfg.upsampling_ratios))
+    rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim, dead_threshold=0.1 * latents_per_batch / cfg.codebook_size, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+    mel_loss = MultiResolutionMelLoss(cfg.sampling_rate)
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        rvq.load_state_dict(state["rvq"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        rvq.generator.set_state(state["rvq_gen"])
+        step = state["step"]
+    model.train()
+    rvq.train()
+    bar = tqdm(total=steps, initial=step, desc="codec", disable=not progress)
+    log = open(run_dir / "log.jsonl", "a")
+    t0 = time.time()
+    while step < steps:
+        clip = torch.randint(0, audio.shape[0], (batch_size,), generator=gen)
+        start = torch.randint(0, audio.shape[1] - seg, (batch_size,), generator=gen)
+        x = torch.from_numpy(np.stack([audio[c, s : s + seg] for c, s in zip(clip.tolist(), start.tolist())])).float() / 32768.0
+        x = x[:, None]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr)
+        latent = model.encoder(x)
+        q = rvq(latent)
+        y = model.decoder(q.quantized)[..., :seg]
+        rec = mel_loss(y, x)
+        wave = (y - x).abs().mean()
+        loss = rec + wave_weight * wave + commit_weight * q.commit_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update()
+        bar.set_postfix(mel=f"{rec.item():.3f}", commit=f"{q.commit_loss.item():.3f}", dead=q.dead_codes)
+        log.write(json.dumps(dict(step=step, loss=loss.item(), mel=rec.item(), wave=wave.item(), commit=q.commit_loss.item(), dead=q.dead_codes, t=time.time() - t0)) + "\n")
+        if step % save_every == 0 or step == steps:
+            log.flush()
+            save_state(state_path, model=model.state_dict(), rvq=rvq.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rvq_gen=rvq.generator.get_state(), step=step)
+    bar.close()
+    log.close()
+    return export_codec(run_dir, cfg)
+
+
+def export_codec(run_dir: str | os.PathLike, cfg: Any = None) -> Path:
+    """Build a stock `EncodecModel` from `state.pt` and save it to `run_dir/encodec`."""
+    from transformers import EncodecModel
+
+    run_dir = Path(run_dir)
+    cfg = cfg or codec_config()
+    state = torch.load(run_dir / "state.pt", weights_only=False)
+    model = EncodecModel(cfg)
+    model.load_state_dict(state["model"])
+    rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim)
+    rvq.load_state_dict(state["rvq"])
+    rvq.export_to(model)
+    model.eval()
+    out = run_dir / "encodec"
+    model.save_pretrained(out)
+    return out

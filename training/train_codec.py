@@ -1,0 +1,37 @@
+"""Step 1 of the toy model: render the synthetic world and train the tiny EnCodec.
+
+    python training/train_codec.py --data runs/world --run runs/codec
+
+Resumable: re-running skips rendered clips and continues from runs/codec/state.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from musicgen_lens.training.codec import train_codec
+from musicgen_lens.training.data import build_dataset, load_split
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="runs/world")
+    p.add_argument("--run", default="runs/codec")
+    p.add_argument("--n-clips", type=int, default=4000)
+    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    build_dataset(args.data, args.n_clips, num_workers=args.workers)
+    audio, _ = load_split(args.data, "train")
+    print(f"training the codec on {audio.shape[0]} clips x {audio.shape[1] / 16000:g} s")
+    out = train_codec(args.run, audio, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    print(f"codec written to {out}")
+
+
+if __name__ == "__main__":
+    main()

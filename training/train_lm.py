@@ -1,0 +1,94 @@
+"""Step 2 of the toy model: train the decoder + T5 on the codec's codes, export the checkpoint.
+
+    python training/train_lm.py --data runs/world --codec runs/codec/encodec --run runs/lm
+
+Resumable (runs/lm/state.pt). Writes runs/lm/export (a `save_pretrained` checkpoint with its
+tokenizer and model card); `training/ship.py` copies it into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from musicgen_lens import HookedMusicGen
+from musicgen_lens._atomic import atomic_path
+from musicgen_lens.tiny import build_tokenizer
+from musicgen_lens.training.data import WORLD, load_split
+from musicgen_lens.training.lm import ARCH, build_hf_model, encode_audio, export, train_lm, validation_loss, world_words
+
+
+def cached_codes(path: Path, codec, audio) -> torch.Tensor:
+    if path.exists():
+        return torch.load(path)
+    codes = encode_audio(codec, audio)
+    with atomic_path(path) as tmp:
+        torch.save(codes, tmp)
+    return codes
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="runs/world")
+    p.add_argument("--codec", default="runs/codec/encodec")
+    p.add_argument("--run", default="runs/lm")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+
+    train_audio, train_rows = load_split(args.data, "train")
+    test_audio, test_rows = load_split(args.data, "test")
+    tokenizer = build_tokenizer(tuple(world_words([r["text"] for r in train_rows + test_rows])))
+    hf = build_hf_model(args.codec, tokenizer.get_vocab(), seed=args.seed)
+    model = HookedMusicGen.from_hf(hf, tokenizer=tokenizer, device="cpu")
+    codes = cached_codes(run / "codes_train.pt", model.codec, train_audio)
+    val = cached_codes(run / "codes_test.pt", model.codec, test_audio)
+    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("codec."))
+    print(f"decoder + text encoder: {n_params / 1e6:.2f} M parameters; {codes.shape[0]} clips of {codes.shape[-1]} frames")
+    train_lm(run, model, codes, train_rows, val_codes=val, val_rows=test_rows, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+    val_text = validation_loss(model, val, test_rows)
+    val_null = validation_loss(model, val, test_rows, text=False)
+    log = [json.loads(line) for line in open(run / "log.jsonl")]
+    stats = dict(val_loss_text=val_text, val_loss_no_text=val_null, final_train_loss=sum(e["loss"] for e in log[-50:]) / min(50, len(log)),
+                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), minutes=log[-1]["t"] / 60)
+    (run / "stats.json").write_text(json.dumps(stats, indent=2))
+    card = model_card(stats, model, args)
+    out = export(model, hf, tokenizer, run / "export", card)
+    print(json.dumps(stats, indent=2))
+    print(f"checkpoint written to {out}")
+
+
+def model_card(stats: dict, model, args) -> str:
+    cfg = model.cfg
+    world = {k: (list(v) if isinstance(v, tuple) else v) for k, v in WORLD.items()}
+    return f"""# musicgen-lens toy MusicGen
+
+A tiny MusicGen (EnCodec + T5 + decoder) trained from scratch, offline, on the synthetic world of
+`musicgen_lens.data.synth`. It exists so that demos, notebooks and tests mean something without
+hub weights. It is NOT a general music model: it knows 7 lead instruments (trumpet, violin,
+xylophone, flute, piano, guitar, synth), 5 styles (classical, rock, electronic, indian, jazz),
+tempi 60-180 BPM, keys, and a tabla accompaniment.
+
+- decoder: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, d_mlp {cfg.d_mlp}, {cfg.n_codebooks} codebooks x {cfg.d_vocab} codes
+- text encoder: T5, {ARCH['text_layers']} layers, d_model {ARCH['d_text']}, word-level tokenizer built with `tokenizers`
+- codec: EnCodec, {cfg.sample_rate} Hz mono, {cfg.frame_rate:g} frames/s, trained with `musicgen_lens.training.rvq` (see training/train_codec.py)
+- data: `make_dataset(n, **{world})`, train split ({stats['train_clips']} clips of 4 s)
+- training: {stats['steps']} steps, batch {stats['batch_size']}, AdamW lr {args.lr}, seed {args.seed}, {stats['minutes']:.0f} min on {platform.machine()} CPU;
+  text dropped for 10% of items (CFG), descriptions randomly shortened
+- final train loss {stats['final_train_loss']:.3f}; test loss with text {stats['val_loss_text']:.3f}, without text {stats['val_loss_no_text']:.3f} (mean cross-entropy over codebooks, nats)
+- stored in float16; `from_pretrained` loads it as float32
+- reproduce: `make train` (training/train_codec.py, training/train_lm.py, training/ship.py)
+"""
+
+
+if __name__ == "__main__":
+    main()
