@@ -15,9 +15,11 @@ def _generate(args: argparse.Namespace) -> int:
     from musicgen_lens import HookedMusicGen
     from musicgen_lens.audio import save_audio
 
-    if args.melody:
-        raise SystemExit("--melody needs a melody checkpoint; melody conditioning is not supported yet")
     model = HookedMusicGen.from_pretrained(args.model, device=args.device)
+    if args.melody and not model.cfg.is_melody:
+        raise SystemExit(
+            f"--melody needs a MusicGen-melody checkpoint (e.g. --model facebook/musicgen-melody); {args.model!r} is text-only"
+        )
     codes = model.generate(
         [args.prompt],
         duration=args.duration,
@@ -29,6 +31,7 @@ def _generate(args: argparse.Namespace) -> int:
         audio_prompt=args.audio_prompt,
         prompt_offset=args.prompt_offset,
         prompt_duration=args.prompt_duration,
+        melody=args.melody,
     )
     with torch.no_grad():
         audio = model.decode(codes)[0]
@@ -85,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(gen)
     gen.add_argument("--top-p", type=float, default=0.0)
     gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--melody", default=None, help="melody audio (melody checkpoints only)")
+    gen.add_argument("--melody", default=None, help="audio file whose melody (chroma) conditions the music (melody checkpoints only)")
     gen.set_defaults(func=_generate)
     steer = sub.add_parser("steer", help="generate with a steering vector (the paper's intervention)")
     _common(steer)

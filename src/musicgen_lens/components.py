@@ -257,43 +257,52 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: causal self-attention, then cross-attention to the text, then the MLP."""
+    """Pre-LN block: causal self-attention, then cross-attention to the text, then the MLP.
+
+    A melody model (`cfg.is_melody`) has no cross-attention: its conditioning is prepended to
+    the sequence and read by self-attention, so the block has neither `ln_cross`/`cross_attn`
+    nor the `hook_cross_attn_out`/`hook_resid_mid_cross` hook points (the MLP reads resid_mid).
+    """
 
     def __init__(self, cfg: MusicGenConfig, layer: int):
         super().__init__()
         self.cfg = cfg
         self.layer = layer
+        self.has_cross_attn = not cfg.is_melody
         self.ln1 = LayerNorm(cfg)
         self.attn = Attention(cfg)
-        self.ln_cross = LayerNorm(cfg)
-        self.cross_attn = Attention(cfg, cross=True)
+        if self.has_cross_attn:
+            self.ln_cross = LayerNorm(cfg)
+            self.cross_attn = Attention(cfg, cross=True)
         self.ln2 = LayerNorm(cfg)
         self.mlp = MLP(cfg)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
-        self.hook_cross_attn_out = HookPoint()
-        self.hook_resid_mid_cross = HookPoint()
+        if self.has_cross_attn:
+            self.hook_cross_attn_out = HookPoint()
+            self.hook_resid_mid_cross = HookPoint()
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def forward(
         self,
         resid_pre: Float[torch.Tensor, "batch pos d_model"],
-        cond: Float[torch.Tensor, "batch text_pos d_model"],
-        cond_mask: Bool[torch.Tensor, "batch text_pos"],
+        cond: Float[torch.Tensor, "batch text_pos d_model"] | None,
+        cond_mask: Bool[torch.Tensor, "batch text_pos"] | None,
         self_cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), cache=self_cache))
-        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        cross_out = self.hook_cross_attn_out(
-            self.cross_attn(self.ln_cross(resid_mid), kv_input=cond, key_mask=cond_mask, cache=cross_cache)
-        )
-        resid_mid_cross = self.hook_resid_mid_cross(resid_mid + cross_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid_cross)))
-        return self.hook_resid_post(resid_mid_cross + mlp_out)
+        resid = self.hook_resid_mid(resid_pre + attn_out)
+        if self.has_cross_attn:
+            cross_out = self.hook_cross_attn_out(
+                self.cross_attn(self.ln_cross(resid), kv_input=cond, key_mask=cond_mask, cache=cross_cache)
+            )
+            resid = self.hook_resid_mid_cross(resid + cross_out)
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
+        return self.hook_resid_post(resid + mlp_out)
 
 
 class Unembed(nn.Module):
@@ -322,3 +331,19 @@ class CondProjection(nn.Module):
         if not self.cfg.has_cond_proj:
             return text_states
         return text_states @ self.W_cond + self.b_cond
+
+
+class ChromaProjection(nn.Module):
+    """Chroma [.., n_chroma] -> d_model (Hugging Face's `audio_enc_to_dec_proj`; identity when widths match)."""
+
+    def __init__(self, cfg: MusicGenConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.has_chroma_proj:
+            self.W_chroma = nn.Parameter(torch.empty(cfg.n_chroma, cfg.d_model, dtype=cfg.dtype))
+            self.b_chroma = nn.Parameter(torch.zeros(cfg.d_model, dtype=cfg.dtype))
+
+    def forward(self, chroma: Float[torch.Tensor, "batch chroma_pos n_chroma"]) -> Float[torch.Tensor, "batch chroma_pos d_model"]:
+        if not self.cfg.has_chroma_proj:
+            return chroma
+        return chroma @ self.W_chroma + self.b_chroma

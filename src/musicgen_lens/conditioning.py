@@ -1,8 +1,10 @@
-"""Text conditioning: the T5 encoder behind a hook, and the `Conditioning` the decoder reads.
+"""Text (and melody) conditioning: the T5 encoder behind a hook, and the `Conditioning` the decoder reads.
 
 A `Conditioning` holds the text encoder's output *before* the projection into d_model, so
 that the projection and its hook (`hook_cond`) run inside every forward pass: caching or
 patching `hook_cond` then works with `run_with_cache` / `run_with_hooks` like any other hook.
+For melody checkpoints it also holds the chroma features (one-hot pitch classes per chroma
+frame, from `musicgen_lens.chroma`), projected behind `hook_chroma` in the forward pass.
 """
 
 from __future__ import annotations
@@ -16,13 +18,32 @@ from jaxtyping import Bool, Float, Int
 from transformer_lens.hook_points import HookPoint
 
 
+def null_chroma(batch: int, frames: int, n_chroma: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Float[torch.Tensor, "batch frames n_chroma"]:
+    """The "no melody" chroma of Hugging Face's MusicGen-melody: every frame one-hot on bin 0.
+
+    It is what HF feeds when text comes without a melody, the unconditional branch of
+    classifier-free guidance, and what silent (padded) audio turns into after the argmax.
+    """
+    out = torch.zeros(batch, frames, n_chroma, device=device, dtype=dtype)
+    out[..., 0] = 1
+    return out
+
+
 @dataclass
 class Conditioning:
-    """What cross-attention reads: text states [batch, text_pos, d_cond] and their padding mask."""
+    """What the decoder reads: text states [batch, text_pos, d_cond] and their padding mask.
+
+    Melody models also read `chroma` [batch, chroma_frames, n_chroma] (None: the null melody,
+    `null_chroma`) and `has_melody` [batch] (rows whose chroma is a real melody rather than the
+    null one; defaults to all True when chroma is given). A melody-only conditioning has
+    text_pos = 0. Text-only (cross-attention) models ignore the chroma.
+    """
 
     states: Float[torch.Tensor, "batch text_pos d_cond"]
     mask: Bool[torch.Tensor, "batch text_pos"]
     texts: list[str | None] = field(default_factory=list)
+    chroma: Float[torch.Tensor, "batch chroma_frames n_chroma"] | None = None
+    has_melody: Bool[torch.Tensor, "batch"] | None = None
 
     def __post_init__(self) -> None:
         if self.states.ndim != 3:
@@ -34,6 +55,18 @@ class Conditioning:
         self.mask = self.mask.bool()
         if not self.texts:
             self.texts = [None] * self.batch
+        if self.chroma is None:
+            self.has_melody = None
+        else:
+            if self.chroma.ndim != 3 or self.chroma.shape[0] != self.batch or self.chroma.shape[1] == 0:
+                raise ValueError(
+                    f"Conditioning.chroma must be [batch={self.batch}, chroma_frames>=1, n_chroma], got shape {tuple(self.chroma.shape)}"
+                )
+            if self.has_melody is None:
+                self.has_melody = torch.ones(self.batch, dtype=torch.bool, device=self.chroma.device)
+            self.has_melody = self.has_melody.bool()
+            if self.has_melody.shape != (self.batch,):
+                raise ValueError(f"Conditioning.has_melody must be [batch={self.batch}], got {tuple(self.has_melody.shape)}")
 
     @property
     def batch(self) -> int:
@@ -44,8 +77,17 @@ class Conditioning:
 
     @property
     def is_null(self) -> torch.Tensor:
-        """[batch] bool: rows with no text at all (the unconditional branch of CFG)."""
-        return ~self.mask.any(dim=-1)
+        """[batch] bool: rows with no text (and no melody) at all (the unconditional branch of CFG)."""
+        null = ~self.mask.any(dim=-1)
+        if self.has_melody is not None:
+            null = null & ~self.has_melody.to(null.device)
+        return null
+
+    def chroma_or_null(self, n_chroma: int, dtype: torch.dtype) -> Float[torch.Tensor, "batch chroma_frames n_chroma"]:
+        """The chroma a melody model reads: this one, or the null melody (one frame) when there is none."""
+        if self.chroma is None:
+            return null_chroma(self.batch, 1, n_chroma, self.states.device, dtype)
+        return self.chroma.to(dtype)
 
     @classmethod
     def null(cls, batch: int, d_cond: int, device: torch.device | str, dtype: torch.dtype) -> "Conditioning":
@@ -60,16 +102,25 @@ class Conditioning:
         )
 
     def null_like(self) -> "Conditioning":
+        """Zero text of the same length and the null melody: Hugging Face's unconditional CFG branch."""
         return Conditioning(torch.zeros_like(self.states), torch.zeros_like(self.mask), [None] * self.batch)
 
+    def with_chroma(self, chroma: Float[torch.Tensor, "batch chroma_frames n_chroma"] | None) -> "Conditioning":
+        """The same text with another melody (chroma features; None: the null melody)."""
+        return Conditioning(self.states, self.mask, list(self.texts), chroma)
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Conditioning":
-        return Conditioning(self.states.to(device=device, dtype=dtype), self.mask.to(device), list(self.texts))
+        chroma = None if self.chroma is None else self.chroma.to(device=device, dtype=dtype)
+        has_melody = None if self.has_melody is None else self.has_melody.to(device)
+        return Conditioning(self.states.to(device=device, dtype=dtype), self.mask.to(device), list(self.texts), chroma, has_melody)
 
     def __getitem__(self, idx: int | slice | Sequence[int] | torch.Tensor) -> "Conditioning":
         if isinstance(idx, int):
             idx = [idx]
         rows = list(range(self.batch))[idx] if isinstance(idx, slice) else [int(i) for i in idx]
-        return Conditioning(self.states[rows], self.mask[rows], [self.texts[i] for i in rows])
+        chroma = None if self.chroma is None else self.chroma[rows]
+        has_melody = None if self.has_melody is None else self.has_melody[rows]
+        return Conditioning(self.states[rows], self.mask[rows], [self.texts[i] for i in rows], chroma, has_melody)
 
     def repeat(self, n: int) -> "Conditioning":
         """Each row repeated n times in place (row 0 n times, then row 1 ...), like `repeat_interleave`."""
@@ -77,11 +128,18 @@ class Conditioning:
             self.states.repeat_interleave(n, dim=0),
             self.mask.repeat_interleave(n, dim=0),
             [t for t in self.texts for _ in range(n)],
+            None if self.chroma is None else self.chroma.repeat_interleave(n, dim=0),
+            None if self.has_melody is None else self.has_melody.repeat_interleave(n, dim=0),
         )
 
     @staticmethod
     def cat(items: Sequence["Conditioning"]) -> "Conditioning":
-        """Stack along the batch, right-padding the text axis (padding is masked)."""
+        """Stack along the batch, right-padding the text axis (padding is masked).
+
+        Chroma of different lengths is right-padded with null-melody frames, which is what
+        Hugging Face's feature extractor makes of the silence it pads a batch of melodies with;
+        rows without a melody get the null melody.
+        """
         if not items:
             raise ValueError("Conditioning.cat needs at least one Conditioning")
         width = max(c.states.shape[1] for c in items)
@@ -91,7 +149,19 @@ class Conditioning:
             states.append(torch.nn.functional.pad(c.states, (0, 0, 0, pad)))
             masks.append(torch.nn.functional.pad(c.mask, (0, pad), value=False))
             texts.extend(c.texts)
-        return Conditioning(torch.cat(states), torch.cat(masks), texts)
+        chroma = has_melody = None
+        with_chroma = [c for c in items if c.chroma is not None]
+        if with_chroma:
+            frames = max(c.chroma.shape[1] for c in with_chroma)
+            n_chroma, dtype = with_chroma[0].chroma.shape[-1], with_chroma[0].chroma.dtype
+            chromas, flags = [], []
+            for c in items:
+                rows = c.chroma if c.chroma is not None else null_chroma(c.batch, 1, n_chroma, c.states.device, dtype)
+                pad = null_chroma(c.batch, frames - rows.shape[1], n_chroma, rows.device, rows.dtype)
+                chromas.append(torch.cat([rows, pad], dim=1))
+                flags.append(c.has_melody if c.has_melody is not None else torch.zeros(c.batch, dtype=torch.bool, device=rows.device))
+            chroma, has_melody = torch.cat(chromas), torch.cat(flags)
+        return Conditioning(torch.cat(states), torch.cat(masks), texts, chroma, has_melody)
 
 
 class TextEncoder(nn.Module):

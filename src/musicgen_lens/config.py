@@ -17,6 +17,9 @@ from typing import Any
 import torch
 
 
+MELODY_FIELDS = ("is_melody", "n_chroma", "chroma_length", "has_chroma_proj")
+
+
 @dataclass
 class MusicGenConfig:
     # --- TransformerLens names -------------------------------------------------------
@@ -50,6 +53,13 @@ class MusicGenConfig:
     frame_rate: float = 50.0
     pad_token_id: int = -1  # defaults to d_vocab
     bos_token_id: int = -1  # defaults to d_vocab
+    # --- MusicGen-melody ----------------------------------------------------------------
+    # A melody checkpoint is decoder-only: no cross-attention; the projected chroma (always
+    # `chroma_length` positions) and the projected text are *prepended* to the codes.
+    is_melody: bool = False
+    n_chroma: int = 12  # chroma bins (pitch classes): input width of the chroma projection
+    chroma_length: int = 235  # chroma positions prepended (the melody is tiled / cut to this)
+    has_chroma_proj: bool = True  # Hugging Face adds audio_enc_to_dec_proj only when n_chroma != d_model
 
     def __post_init__(self) -> None:
         if self.d_head == -1:
@@ -71,6 +81,8 @@ class MusicGenConfig:
                 f"a stereo model interleaves left/right codebooks, so n_codebooks must be even "
                 f"(got {self.n_codebooks})"
             )
+        if self.is_melody and self.chroma_length < 1:
+            raise ValueError(f"chroma_length must be >= 1 for a melody model, got {self.chroma_length}")
         if isinstance(self.dtype, str):
             self.dtype = getattr(torch, self.dtype.replace("torch.", ""))
 
@@ -80,11 +92,18 @@ class MusicGenConfig:
 
     @classmethod
     def from_hf(cls, hf_config: Any, **overrides: Any) -> "MusicGenConfig":
-        """Build from a Hugging Face `MusicgenConfig` (or its decoder config)."""
+        """Build from a Hugging Face `MusicgenConfig` / `MusicgenMelodyConfig` (or a decoder config)."""
         dec = getattr(hf_config, "decoder", hf_config)
         text = getattr(hf_config, "text_encoder", None)
         audio = getattr(hf_config, "audio_encoder", None)
         d_text = text.d_model if text is not None else dec.hidden_size
+        is_melody = "melody" in (getattr(hf_config, "model_type", "") or "")
+        if is_melody:
+            # mirrors MusicgenMelodyForConditionalGeneration.__init__ (no cross_attention_hidden_size there)
+            has_cond_proj = d_text != dec.hidden_size
+        else:
+            # mirrors MusicgenForConditionalGeneration.__init__
+            has_cond_proj = d_text != dec.hidden_size and getattr(dec, "cross_attention_hidden_size", None) is None
         kwargs: dict[str, Any] = dict(
             n_layers=dec.num_hidden_layers,
             d_model=dec.hidden_size,
@@ -95,13 +114,20 @@ class MusicGenConfig:
             n_codebooks=dec.num_codebooks,
             act_fn=dec.activation_function,
             d_cond=d_text,
-            # mirrors MusicgenForConditionalGeneration.__init__
-            has_cond_proj=(d_text != dec.hidden_size and dec.cross_attention_hidden_size is None),
+            has_cond_proj=has_cond_proj,
             audio_channels=dec.audio_channels,
             pad_token_id=dec.pad_token_id,
             bos_token_id=dec.bos_token_id,
             model_name=getattr(hf_config, "_name_or_path", "") or "musicgen",
         )
+        if is_melody:
+            n_chroma = getattr(hf_config, "num_chroma", 12)
+            kwargs.update(
+                is_melody=True,
+                n_chroma=n_chroma,
+                chroma_length=getattr(hf_config, "chroma_length", 235),
+                has_chroma_proj=n_chroma != dec.hidden_size,
+            )
         if audio is not None:
             kwargs["sample_rate"] = audio.sampling_rate
             hop = 1
@@ -125,4 +151,9 @@ class MusicGenConfig:
         d = self.to_dict()
         for k in ("device", "dtype", "model_name", "use_attn_result", "use_split_qkv_input"):
             d.pop(k, None)
+        if not self.is_melody:
+            # the melody fields mean nothing without a melody architecture; leaving them out keeps
+            # the hashes of text-only models (and the vectors saved with them) what they were
+            for k in MELODY_FIELDS:
+                d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -4,6 +4,9 @@ TransformerLens's `decompose_resid` and `stack_head_results` know self-attention
 only; in MusicGen every block also adds a cross-attention output (the text), so their
 components no longer sum to the residual stream. These functions add the cross-attention
 terms (per layer or per head) and sum to `blocks.{layer}.hook_resid_pre` exactly.
+
+A melody model has no cross-attention; its residual stream starts with the conditioning prefix
+(chroma, then text), which gets its own component, `prefix`.
 """
 
 from __future__ import annotations
@@ -41,20 +44,38 @@ def resid_decomposition(
     `L{l}C{h}` (cross) and `{l}_mlp_out`. MusicGen has no attention/MLP output biases, so the
     components sum to the residual stream exactly. With apply_ln=True each component is
     scaled by the final LayerNorm (TransformerLens's `apply_ln_to_stack`).
+
+    Melody models: components `prefix` (hook_chroma and hook_cond at the prefix positions, zero
+    at the codes), `embed` (zero at the prefix), `pos_embed`, then per layer `{l}_attn_out` /
+    `L{l}H{h}` and `{l}_mlp_out` (no cross-attention); positions are [prefix + codes].
     """
     model: HookedMusicGen = cache.model
     n_layers = model.cfg.n_layers
     layer = n_layers if layer is None else layer
     if not 0 <= layer <= n_layers:
         raise ValueError(f"layer must be in [0, {n_layers}], got {layer}")
-    parts = [cache["hook_embed"], cache["hook_pos_embed"]]
-    labels = ["embed", "pos_embed"]
+    attns = (("attn", "H"),) if model.cfg.is_melody else (("attn", "H"), ("cross_attn", "C"))
+    if model.cfg.is_melody:
+        prefix = torch.cat([cache["hook_chroma"], cache["hook_cond"]], dim=1)
+        embed = cache["hook_embed"]
+        parts = [
+            torch.cat([prefix, torch.zeros_like(embed)], dim=1),
+            torch.cat([torch.zeros_like(prefix), embed], dim=1),
+            cache["hook_pos_embed"],
+        ]
+        labels = ["prefix", "embed", "pos_embed"]
+    else:
+        parts = [cache["hook_embed"], cache["hook_pos_embed"]]
+        labels = ["embed", "pos_embed"]
     for l in range(layer):
         if per_head:
-            for which, tag in (("attn", "H"), ("cross_attn", "C")):
+            for which, tag in attns:
                 heads = _head_results(cache, model, l, which)
                 parts.extend(heads.unbind(dim=-2))
                 labels.extend(f"L{l}{tag}{h}" for h in range(heads.shape[-2]))
+        elif model.cfg.is_melody:
+            parts.append(cache[f"blocks.{l}.hook_attn_out"])
+            labels.append(f"{l}_attn_out")
         else:
             parts += [cache[f"blocks.{l}.hook_attn_out"], cache[f"blocks.{l}.hook_cross_attn_out"]]
             labels += [f"{l}_attn_out", f"{l}_cross_attn_out"]
@@ -80,4 +101,7 @@ def codebook_logit_attrs(
     """
     model: HookedMusicGen = cache.model
     directions = model.tokens_to_residual_directions(codes, codebook=codebook)  # [batch, pos, d_model]
+    n_prefix = stack.shape[2] - codes.shape[-1]
+    if model.cfg.is_melody and n_prefix > 0:  # a melody prefix has no logits: attribute the codes only
+        stack = stack[:, :, n_prefix:]
     return einops.einsum(stack, directions, "component batch pos d, batch pos d -> component batch pos")

@@ -83,6 +83,10 @@ class HookContext:
     Decoder position t holds, for codebook k, frame t - 1 - delay(k), and its logits write frame
     t - delay(k). `frames` is the *earliest* frame a position writes (t - max_delay), so
     intervening only at positions with frame >= N leaves every codebook of frames < N unchanged.
+
+    A melody model prepends `prefix` conditioning positions (chroma, then text); they sit at the
+    negative positions [-prefix, 0), so codes keep their positions, frames and seconds, and
+    time windows (which start at frame 0 or later) never touch the conditioning.
     """
 
     frame_rate: float
@@ -93,6 +97,7 @@ class HookContext:
     generating: bool = False
     step: int = 0  # generation step: 0 is the prefill (BOS and any audio prompt)
     n_steps: int = 0
+    prefix: int = 0  # melody models: conditioning positions prepended to the codes
 
     @property
     def positions(self) -> Int[torch.Tensor, "pos"]:
@@ -183,7 +188,7 @@ def _check_args(*, guidance_scale: float, temperature: float, top_k: int, top_p:
         raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
 
 
-def _frames_to_generate(model: "HookedMusicGen", duration: float | None, max_new_frames: int | None, n_prompt: int) -> int:
+def _frames_to_generate(model: "HookedMusicGen", duration: float | None, max_new_frames: int | None, n_prompt: int, n_prefix: int = 0) -> int:
     cfg = model.cfg
     if (duration is None) == (max_new_frames is None):
         raise ValueError("pass exactly one of duration= (seconds of new audio) or max_new_frames=")
@@ -196,26 +201,50 @@ def _frames_to_generate(model: "HookedMusicGen", duration: float | None, max_new
     if max_new_frames < 1:
         raise ValueError(f"max_new_frames must be >= 1, got {max_new_frames}")
     max_delay = delays(cfg.n_codebooks, cfg.audio_channels)[-1]
-    limit = cfg.n_ctx - max_delay - 1  # frames the positional table can hold, prompt included
+    limit = cfg.n_ctx - max_delay - 1 - n_prefix  # frames the positional table can hold, prompt included
     if n_prompt + max_new_frames > limit:
+        prefix = f", {n_prefix} conditioning positions" if n_prefix else ""
         raise ValueError(
             f"{n_prompt} prompt frames + {max_new_frames} new frames exceed what the model supports: "
-            f"{limit} frames = {limit / cfg.frame_rate:.2f} s in all (n_ctx={cfg.n_ctx}, max delay {max_delay})"
+            f"{limit} frames = {limit / cfg.frame_rate:.2f} s in all (n_ctx={cfg.n_ctx}, max delay {max_delay}{prefix})"
         )
     return max_new_frames
 
 
-def _resolve_conditioning(model: "HookedMusicGen", texts: Sequence[str] | None, cond: Conditioning | None, batch_size: int | None) -> Conditioning:
+def _resolve_conditioning(
+    model: "HookedMusicGen",
+    texts: Sequence[str] | None,
+    cond: Conditioning | None,
+    batch_size: int | None,
+    melody: Any = None,
+    melody_sr: int | None = None,
+) -> Conditioning:
     if texts is not None and cond is not None:
         raise ValueError("pass texts or cond, not both")
+    chroma = None
+    if melody is not None or melody_sr is not None:
+        if melody is None:
+            raise ValueError("melody_sr= was given without melody=")
+        chroma = model.melody_chroma(melody, melody_sr)  # checks that the model is a melody model
     if texts is not None:
         if isinstance(texts, str):
             texts = [texts]
         if len(texts) == 0:
             raise ValueError("texts is empty: pass at least one prompt (or batch_size= for unconditional audio)")
         cond = model.condition(list(texts))
+    elif cond is None and chroma is not None:
+        cond = model.condition(chroma=chroma)
+        if batch_size is not None and cond.batch == 1 and batch_size > 1:
+            cond = cond.repeat(batch_size)
+        chroma = None
     elif cond is None:
         cond = model.null_condition(batch_size or 1)
+    if chroma is not None:
+        if chroma.shape[0] == 1 and cond.batch > 1:
+            chroma = chroma.expand(cond.batch, -1, -1)
+        if chroma.shape[0] != cond.batch:
+            raise ValueError(f"there are {chroma.shape[0]} melodies for {cond.batch} prompts; pass one melody or one per prompt")
+        cond = cond.with_chroma(chroma)
     if batch_size is not None and cond.batch != batch_size:
         raise ValueError(f"batch_size={batch_size} but the conditioning has batch {cond.batch}")
     return model.resolve_cond(cond, cond.batch)
@@ -263,6 +292,8 @@ def generate(
     seed: int | None = None,
     audio_prompt_codes: Int[torch.Tensor, "batch n_codebooks frames"] | None = None,
     audio_prompt: Any = None,
+    melody: Any = None,
+    melody_sr: int | None = None,
     prompt_offset: float = 0.0,
     prompt_duration: float | None = None,
     fwd_hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
@@ -284,10 +315,14 @@ def generate(
     `fwd_hooks` are active for the whole generation and removed afterwards, even on error.
     `steering` takes `musicgen_lens.steering.Intervention`s (validated before anything runs);
     their hooks run before `fwd_hooks` on the same hook point.
+    `melody` (melody checkpoints only: a path, or audio [channels, samples] /
+    [batch, channels, samples] at `melody_sr`, default the model's rate) conditions on its
+    chroma, like Hugging Face's `generate(input_features=...)`; with guidance the unconditional
+    branch gets zero text and the null melody, as there. A melody without texts is melody-only.
     """
     cfg = model.cfg
     _check_args(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
-    cond = _resolve_conditioning(model, texts, cond, batch_size)
+    cond = _resolve_conditioning(model, texts, cond, batch_size, melody, melody_sr)
     batch = cond.batch
     if audio_prompt is not None:
         if audio_prompt_codes is not None:
@@ -305,7 +340,8 @@ def generate(
         if int(prompt.max()) >= cfg.d_vocab:
             raise ValueError(f"audio_prompt_codes must be audio codes in [0, {cfg.d_vocab}) without pad/BOS codes")
         n_prompt = prompt.shape[-1]
-    new_frames = _frames_to_generate(model, duration, max_new_frames, n_prompt)
+    n_prefix = model.n_prefix(cond)  # melody: chroma + text positions before the codes
+    new_frames = _frames_to_generate(model, duration, max_new_frames, n_prompt, n_prefix)
     n_frames = n_prompt + new_frames
     if steering is not None:
         from musicgen_lens.steering import steering_hooks
@@ -330,32 +366,43 @@ def generate(
         generator = torch.Generator(device=model.device).manual_seed(seed)
 
     ctx = model.ctx
-    ctx.generating, ctx.uncond = True, run_cond.is_null
+    ctx.generating, ctx.uncond, ctx.prefix = True, run_cond.is_null, n_prefix
     first = n_prompt + 1  # positions [0, first) are known: BOS and the prompt's first codebook
     ctx.n_steps = length - first
+    melody = cfg.is_melody
     caches = [
-        (KVCache.empty(rows, length, cfg, model.device), KVCache.empty(rows, run_cond.states.shape[1], cfg, model.device))
+        (
+            KVCache.empty(rows, n_prefix + length, cfg, model.device),
+            None if melody else KVCache.empty(rows, run_cond.states.shape[1], cfg, model.device),
+        )
         for _ in range(cfg.n_layers)
     ]
     show = progress and sys.stderr.isatty()
     try:
         with model.hooks(fwd_hooks=list(fwd_hooks)):
-            cond_states = model.project_cond(run_cond)  # once: cross-attention K/V are cached too
+            # once: cross-attention K/V are cached too; a melody prefix enters the KV cache at the prefill
+            prefix = model.prefix(run_cond) if melody else None
+            cond_states = None if melody else model.project_cond(run_cond)
+            cond_mask = None if melody else run_cond.mask
             start = 0
             for step, end in enumerate(tqdm(range(first, length), disable=not show, desc="generating", unit="step")):
-                ctx.start, ctx.length, ctx.step = start, end - start, step
                 tokens = seq[..., start:end]
                 if use_cfg:
                     tokens = tokens.repeat(2, 1, 1)
-                residual = model.embed_codes(tokens, start)
-                residual = model.run_blocks(residual, cond_states, run_cond.mask, caches)
+                if step == 0 and melody:
+                    ctx.start, ctx.length, ctx.step = -n_prefix, n_prefix + end, step
+                    residual = model.embed_codes(tokens, 0, prefix=prefix)
+                else:
+                    ctx.start, ctx.length, ctx.step = start, end - start, step
+                    residual = model.embed_codes(tokens, n_prefix + start)
+                residual = model.run_blocks(residual, cond_states, cond_mask, caches)
                 logits = model.logits_from_resid(residual[:, -1:])[:, :, -1].float()
                 logits = guided_logits(logits, batch, guidance_scale if use_cfg else None)
                 nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
                 seq[..., end] = torch.where(fixed[..., end], seq[..., end], nxt)
                 start = end
     finally:
-        ctx.generating, ctx.uncond, ctx.start, ctx.length = False, None, 0, 0
+        ctx.generating, ctx.uncond, ctx.start, ctx.length, ctx.prefix = False, None, 0, 0, 0
     if return_delayed:
         return seq
     return revert_delay_pattern(seq, cfg.audio_channels, n_frames)

@@ -1,4 +1,4 @@
-"""Hugging Face MusicGen checkpoints <-> our state dict.
+"""Hugging Face MusicGen (and MusicGen-melody) checkpoints <-> our state dict.
 
 This is the only module that knows Hugging Face parameter names. Each decoder weight has one
 rule (copy, split into heads, transpose) that runs in both directions, so a model trained or
@@ -17,6 +17,7 @@ import torch
 from musicgen_lens.config import MusicGenConfig
 
 if TYPE_CHECKING:
+    from musicgen_lens.chroma import ChromaExtractor
     from musicgen_lens.model import HookedMusicGen
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,10 @@ def _transpose(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rules(cfg: MusicGenConfig) -> list[_Rule]:
-    """Every decoder parameter: HF name (relative to MusicgenForCausalLM) -> our name.
+    """Every decoder parameter: HF name (relative to Musicgen[Melody]ForCausalLM) -> our name.
 
     Linear weights are stored [out, in] on both sides (ours expose TransformerLens-layout views).
+    A melody decoder has the same names without the cross-attention (`encoder_attn*`).
     """
     rules: list[_Rule] = []
     dec = "model.decoder"
@@ -50,10 +52,14 @@ def _rules(cfg: MusicGenConfig) -> list[_Rule]:
         rules.append(_Rule(f"lm_heads.{k}.weight", f"unembed.W_U.{k}", _transpose, _transpose))
     for layer in range(cfg.n_layers):
         hf_l, ours_l = f"{dec}.layers.{layer}", f"blocks.{layer}"
-        for hf_attn, our_attn in (("self_attn", "attn"), ("encoder_attn", "cross_attn")):
+        attns = (("self_attn", "attn"),) if cfg.is_melody else (("self_attn", "attn"), ("encoder_attn", "cross_attn"))
+        lns = (("self_attn_layer_norm", "ln1"), ("final_layer_norm", "ln2"))
+        if not cfg.is_melody:
+            lns = lns[:1] + (("encoder_attn_layer_norm", "ln_cross"),) + lns[1:]
+        for hf_attn, our_attn in attns:
             for proj, w in (("q", "W_Q_T"), ("k", "W_K_T"), ("v", "W_V_T"), ("out", "W_O_T")):
                 rules.append(_Rule(f"{hf_l}.{hf_attn}.{proj}_proj.weight", f"{ours_l}.{our_attn}.{w}", _copy, _copy))
-        for hf_ln, our_ln in (("self_attn_layer_norm", "ln1"), ("encoder_attn_layer_norm", "ln_cross"), ("final_layer_norm", "ln2")):
+        for hf_ln, our_ln in lns:
             rules.append(_Rule(f"{hf_l}.{hf_ln}.weight", f"{ours_l}.{our_ln}.w", _copy, _copy))
             rules.append(_Rule(f"{hf_l}.{hf_ln}.bias", f"{ours_l}.{our_ln}.b", _copy, _copy))
         rules.append(_Rule(f"{hf_l}.fc1.weight", f"{ours_l}.mlp.W_in_T", _copy, _copy))
@@ -67,6 +73,19 @@ _PROJ_RULES = (
     ("enc_to_dec_proj.weight", "cond_proj.W_cond", _transpose),
     ("enc_to_dec_proj.bias", "cond_proj.b_cond", _copy),
 )
+# MusicgenMelodyForConditionalGeneration.audio_enc_to_dec_proj: chroma -> d_model
+_CHROMA_PROJ_RULES = (
+    ("audio_enc_to_dec_proj.weight", "chroma_proj.W_chroma", _transpose),
+    ("audio_enc_to_dec_proj.bias", "chroma_proj.b_chroma", _copy),
+)
+
+
+def _proj_rules(cfg: MusicGenConfig) -> tuple[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]], ...]:
+    """The projections outside the decoder that this config has (text, and the melody's chroma)."""
+    rules = _PROJ_RULES if cfg.has_cond_proj else ()
+    if cfg.is_melody and cfg.has_chroma_proj:
+        rules = rules + _CHROMA_PROJ_RULES
+    return rules
 
 
 def _stacked(name: str) -> tuple[str, int] | None:
@@ -80,7 +99,7 @@ def convert_hf_decoder(
     cfg: MusicGenConfig,
     hf_proj_sd: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """`MusicgenForCausalLM.state_dict()` (+ `enc_to_dec_proj`) -> our state dict.
+    """`Musicgen[Melody]ForCausalLM.state_dict()` (+ `enc_to_dec_proj`, `audio_enc_to_dec_proj`) -> our state dict.
 
     Raises with the full list of missing and unexpected Hugging Face keys, so that a checkpoint
     of another architecture fails loudly instead of loading half its weights.
@@ -90,12 +109,11 @@ def convert_hf_decoder(
     present = set(hf_decoder_sd)
     missing, unexpected = sorted(expected - present), sorted(present - expected)
     proj_sd = hf_proj_sd or {}
-    if cfg.has_cond_proj:
-        missing += [k for k, _, _ in _PROJ_RULES if k not in proj_sd]
+    missing += [k for k, _, _ in _proj_rules(cfg) if k not in proj_sd]
     if missing or unexpected:
         raise KeyError(
             "The Hugging Face decoder does not match MusicGenConfig "
-            f"(n_layers={cfg.n_layers}, n_codebooks={cfg.n_codebooks}).\n"
+            f"(n_layers={cfg.n_layers}, n_codebooks={cfg.n_codebooks}, is_melody={cfg.is_melody}).\n"
             f"  missing keys ({len(missing)}): {missing[:20]}{' ...' if len(missing) > 20 else ''}\n"
             f"  unexpected keys ({len(unexpected)}): {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}"
         )
@@ -110,20 +128,20 @@ def convert_hf_decoder(
             out[r.ours] = value
     for name, parts in tables.items():
         out[name] = torch.stack(parts)
-    if cfg.has_cond_proj:
-        for hf_name, ours, fn in _PROJ_RULES:
-            out[ours] = fn(proj_sd[hf_name])
+    for hf_name, ours, fn in _proj_rules(cfg):
+        out[ours] = fn(proj_sd[hf_name])
     return out
 
 
 def to_hf_decoder(our_sd: dict[str, torch.Tensor], cfg: MusicGenConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Our state dict -> (`MusicgenForCausalLM` state dict, `enc_to_dec_proj` state dict)."""
+    """Our state dict -> (`Musicgen[Melody]ForCausalLM` state dict, projections' state dict:
+    `enc_to_dec_proj.*` and, for melody models, `audio_enc_to_dec_proj.*`)."""
     dec: dict[str, torch.Tensor] = {}
     for r in _rules(cfg):
         stacked = _stacked(r.ours)
         value = our_sd[stacked[0]][stacked[1]] if stacked else our_sd[r.ours]
         dec[r.hf] = r.to_hf(value)
-    proj = {hf_name: fn(our_sd[ours]) for hf_name, ours, fn in _PROJ_RULES} if cfg.has_cond_proj else {}
+    proj = {hf_name: fn(our_sd[ours]) for hf_name, ours, fn in _proj_rules(cfg)}
     return dec, proj
 
 
@@ -136,31 +154,37 @@ def from_hf(
     tokenizer: Any = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    chroma_extractor: "ChromaExtractor | None" = None,
     **cfg_overrides: Any,
 ) -> "HookedMusicGen":
-    """Build a HookedMusicGen from an in-memory `MusicgenForConditionalGeneration`.
+    """Build a HookedMusicGen from an in-memory `MusicgenForConditionalGeneration` or
+    `MusicgenMelodyForConditionalGeneration`.
 
     The text encoder and EnCodec modules are adopted as they are (they are not re-implemented);
-    the decoder is converted into our layout.
+    the decoder is converted into our layout. `chroma_extractor` (melody models) sets how melody
+    audio becomes chroma; default: Hugging Face's feature-extractor defaults at the model's rate.
     """
-    from transformers import MusicgenForConditionalGeneration
+    from transformers import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
     from musicgen_lens.codec import Codec
     from musicgen_lens.conditioning import TextEncoder
     from musicgen_lens.model import HookedMusicGen
 
-    if not isinstance(hf_model, MusicgenForConditionalGeneration):
+    if not isinstance(hf_model, (MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration)):
         raise TypeError(
-            f"from_hf expects a transformers MusicgenForConditionalGeneration, got {type(hf_model).__name__}"
+            "from_hf expects a transformers MusicgenForConditionalGeneration or MusicgenMelodyForConditionalGeneration, "
+            f"got {type(hf_model).__name__}"
         )
     dtype = dtype or next(hf_model.decoder.parameters()).dtype
     device = device or default_device()
     cfg = MusicGenConfig.from_hf(hf_model.config, dtype=dtype, device=str(device), **cfg_overrides)
-    proj_sd = hf_model.enc_to_dec_proj.state_dict(prefix="enc_to_dec_proj.") if cfg.has_cond_proj else None
+    proj_sd: dict[str, torch.Tensor] = {}
+    for module_name in {hf.split(".")[0] for hf, _, _ in _proj_rules(cfg)}:
+        proj_sd.update(getattr(hf_model, module_name).state_dict(prefix=f"{module_name}."))
     state = convert_hf_decoder(hf_model.decoder.state_dict(), cfg, proj_sd)
     text_encoder = TextEncoder(hf_model.text_encoder)
     codec = Codec(hf_model.audio_encoder, audio_channels=cfg.audio_channels, n_codebooks=cfg.n_codebooks)
-    model = HookedMusicGen(cfg, text_encoder=text_encoder, codec=codec, tokenizer=tokenizer, init=False)
+    model = HookedMusicGen(cfg, text_encoder=text_encoder, codec=codec, tokenizer=tokenizer, init=False, chroma_extractor=chroma_extractor)
     model.load_state_dict(state, strict=False)
     _check_loaded(model, state)
     return model.to(device=device, dtype=dtype).eval()
@@ -179,15 +203,40 @@ def from_pretrained(
     dtype: torch.dtype | None = None,
     **cfg_overrides: Any,
 ) -> "HookedMusicGen":
-    """Load a hub name (e.g. "facebook/musicgen-small") or a local `save_pretrained` directory."""
-    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+    """Load a hub name (e.g. "facebook/musicgen-small", "facebook/musicgen-melody") or a local
+    `save_pretrained` directory; melody checkpoints are recognised by their config's model_type."""
+    from transformers import AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
-    hf_model = MusicgenForConditionalGeneration.from_pretrained(str(name_or_path), dtype=dtype or torch.float32)
+    hf_config = AutoConfig.from_pretrained(str(name_or_path))
+    is_melody = hf_config.model_type == "musicgen_melody"
+    hf_class = MusicgenMelodyForConditionalGeneration if is_melody else MusicgenForConditionalGeneration
+    hf_model = hf_class.from_pretrained(str(name_or_path), dtype=dtype or torch.float32)
+    chroma_extractor = _chroma_extractor(name_or_path, hf_config) if is_melody else None
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:  # a checkpoint saved without its tokenizer
         logger.warning("No tokenizer found with %s (%s); pass input_ids to model.condition()", name_or_path, err)
         tokenizer = None
-    model = from_hf(hf_model, tokenizer=tokenizer, device=device, dtype=dtype, **cfg_overrides)
+    model = from_hf(hf_model, tokenizer=tokenizer, device=device, dtype=dtype, chroma_extractor=chroma_extractor, **cfg_overrides)
     model.cfg.model_name = str(name_or_path)
     return model
+
+
+def _chroma_extractor(name_or_path: str | os.PathLike, hf_config: Any) -> "ChromaExtractor":
+    """The checkpoint's `preprocessor_config.json` (MusicgenMelodyFeatureExtractor settings), read
+    as plain JSON because HF's extractor class needs torchaudio; defaults when it is absent."""
+    import json
+
+    from transformers.utils import cached_file
+
+    from musicgen_lens.chroma import ChromaExtractor
+
+    try:
+        path = cached_file(str(name_or_path), "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        path = None
+    if path is None:
+        logger.warning("No preprocessor_config.json with %s; using the default chroma settings", name_or_path)
+        return ChromaExtractor(sample_rate=hf_config.audio_encoder.sampling_rate, n_chroma=hf_config.num_chroma)
+    with open(path) as f:
+        return ChromaExtractor.from_dict(json.load(f))

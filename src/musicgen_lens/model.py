@@ -1,8 +1,20 @@
-"""HookedMusicGen: the MusicGen decoder as a TransformerLens `HookedRootModule`."""
+"""HookedMusicGen: the MusicGen decoder as a TransformerLens `HookedRootModule`.
+
+One class for both architectures, chosen by `cfg.is_melody`:
+
+- text-to-music MusicGen: the decoder reads the text through cross-attention;
+- MusicGen-melody: decoder-only. The projected chroma (`hook_chroma`, `cfg.chroma_length`
+  positions) and the projected text (`hook_cond`) are *prepended* to the codes, in that order,
+  and read by causal self-attention. Decoder hooks (`blocks.*`, `hook_pos_embed`,
+  `ln_final.*`) then cover [prefix + codes] positions; the first `model.n_prefix(cond)` of them
+  are the conditioning (`hook.ctx.positions` are negative there), and `hook_logits` covers
+  the codes only, as Hugging Face's logits do once the prefix is dropped.
+"""
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -15,7 +27,8 @@ from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
-from musicgen_lens.components import CondProjection, Embed, KVCache, LayerNorm, PosEmbed, TransformerBlock, Unembed
+from musicgen_lens.chroma import ChromaExtractor
+from musicgen_lens.components import ChromaProjection, CondProjection, Embed, KVCache, LayerNorm, PosEmbed, TransformerBlock, Unembed
 from musicgen_lens.conditioning import Conditioning, TextEncoder
 from musicgen_lens.config import MusicGenConfig
 from musicgen_lens.generation import HookContext, delays
@@ -39,6 +52,7 @@ class HookedMusicGen(HookedRootModule):
         codec: nn.Module | None = None,
         tokenizer: Any = None,
         init: bool = True,
+        chroma_extractor: ChromaExtractor | None = None,
     ):
         super().__init__()
         self.cfg = cfg
@@ -46,9 +60,18 @@ class HookedMusicGen(HookedRootModule):
         self.hook_codebook_embed = HookPoint()  # [batch, pos, n_codebooks, d_model]
         self.hook_embed = HookPoint()  # [batch, pos, d_model]: sum over codebooks
         self.pos_embed = PosEmbed(cfg)
-        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_pos_embed = HookPoint()  # [batch, pos, d_model] (melody: prefix + codes positions)
         self.cond_proj = CondProjection(cfg)
-        self.hook_cond = HookPoint()  # [batch, text_pos, d_model]: what cross-attention reads
+        self.hook_cond = HookPoint()  # [batch, text_pos, d_model]: what cross-attention reads (melody: prepended text)
+        self.chroma_extractor: ChromaExtractor | None = None
+        if cfg.is_melody:
+            self.chroma_proj = ChromaProjection(cfg)
+            self.hook_chroma = HookPoint()  # [batch, chroma_length, d_model]: the prepended melody
+            self.chroma_extractor = chroma_extractor or ChromaExtractor(sample_rate=cfg.sample_rate, n_chroma=cfg.n_chroma)
+            if self.chroma_extractor.n_chroma != cfg.n_chroma:
+                raise ValueError(
+                    f"the chroma extractor makes {self.chroma_extractor.n_chroma} bins but the model reads n_chroma={cfg.n_chroma}"
+                )
         self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg)
         self.unembed = Unembed(cfg)
@@ -90,7 +113,7 @@ class HookedMusicGen(HookedRootModule):
             with torch.no_grad():
                 if name.endswith(".w"):
                     p.fill_(1.0)
-                elif name.endswith((".b", "b_cond")):
+                elif name.endswith((".b", "b_cond", "b_chroma")):
                     p.zero_()
                 else:
                     p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype) * std)
@@ -115,6 +138,12 @@ class HookedMusicGen(HookedRootModule):
         return self.cfg.frame_rate
 
     def _stack(self, attr: str, cross: bool = False) -> torch.Tensor:
+        if cross and self.cfg.is_melody:
+            # not AttributeError: inside a property, nn.Module.__getattr__ would replace the message
+            raise ValueError(
+                f"{attr}_cross: this is a MusicGen-melody model, which has no cross-attention (its text and chroma are "
+                "prepended to the sequence and read by self-attention: use W_Q, W_K, ... instead)"
+            )
         return torch.stack([getattr(b.cross_attn if cross else b.attn, attr) for b in self.blocks])
 
     @property
@@ -178,6 +207,14 @@ class HookedMusicGen(HookedRootModule):
         return self.cond_proj.b_cond if self.cfg.has_cond_proj else None
 
     @property
+    def W_chroma(self) -> Float[torch.Tensor, "n_chroma d_model"] | None:
+        return self.chroma_proj.W_chroma if self.cfg.is_melody and self.cfg.has_chroma_proj else None
+
+    @property
+    def b_chroma(self) -> Float[torch.Tensor, "d_model"] | None:
+        return self.chroma_proj.b_chroma if self.cfg.is_melody and self.cfg.has_chroma_proj else None
+
+    @property
     def QK(self) -> FactoredMatrix:  # [n_layers, n_heads, d_model, d_model]
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
@@ -210,8 +247,29 @@ class HookedMusicGen(HookedRootModule):
         *,
         input_ids: Int[torch.Tensor, "batch text_pos"] | None = None,
         attention_mask: Int[torch.Tensor, "batch text_pos"] | None = None,
+        melody: Any = None,
+        melody_sr: int | None = None,
+        chroma: Float[torch.Tensor, "batch chroma_frames n_chroma"] | None = None,
     ) -> Conditioning:
-        """Run the text encoder (hook `text_encoder.hook_out`) on texts or on token ids."""
+        """Run the text encoder (hook `text_encoder.hook_out`) on texts or on token ids.
+
+        Melody models also take `melody` (a path, or audio [channels, samples] /
+        [batch, channels, samples] at `melody_sr`, default the model's rate), turned into
+        chroma by `model.chroma_extractor`, or ready-made `chroma` features
+        [batch, chroma_frames, n_chroma] (what Hugging Face calls `input_features`). A melody
+        without texts gives a melody-only conditioning (no text positions).
+        """
+        if melody is not None or chroma is not None or melody_sr is not None:
+            chroma = self.melody_chroma(melody, melody_sr, chroma)
+            if texts is None and input_ids is None:
+                empty = torch.zeros(chroma.shape[0], 0, self.cfg.d_cond, device=self.device, dtype=self.cfg.dtype)
+                return Conditioning(empty, torch.zeros(chroma.shape[0], 0, dtype=torch.bool, device=self.device), [], chroma)
+            cond = self.condition(texts, input_ids=input_ids, attention_mask=attention_mask)
+            if chroma.shape[0] == 1 and cond.batch > 1:
+                chroma = chroma.expand(cond.batch, -1, -1)
+            if chroma.shape[0] != cond.batch:
+                raise ValueError(f"there are {chroma.shape[0]} melodies for {cond.batch} prompts; pass one melody or one per prompt")
+            return cond.with_chroma(chroma)
         if self.text_encoder is None:
             raise RuntimeError("This model has no text encoder; build Conditioning(states, mask) yourself")
         if texts is not None:
@@ -227,8 +285,41 @@ class HookedMusicGen(HookedRootModule):
         return Conditioning(states.to(self.cfg.dtype), attention_mask.to(self.device).bool(), list(texts) if texts is not None else [])
 
     def null_condition(self, batch: int) -> Conditioning:
-        """The unconditional (no text) input of classifier-free guidance."""
+        """The unconditional (no text) input of classifier-free guidance.
+
+        For a melody model: one zero text position and the null melody (Hugging Face's
+        unconditional branch, whose zero text has as many positions as the conditional one:
+        `cond.null_like()` builds exactly that).
+        """
         return Conditioning.null(batch, self.cfg.d_cond, self.device, self.cfg.dtype)
+
+    def melody_chroma(
+        self, melody: Any = None, melody_sr: int | None = None, chroma: torch.Tensor | None = None
+    ) -> Float[torch.Tensor, "batch chroma_frames n_chroma"]:
+        """Melody audio (or ready-made chroma features) -> checked chroma [batch, frames, n_chroma] on the model's device."""
+        from musicgen_lens.chroma import load_melody
+
+        if not self.cfg.is_melody:
+            raise ValueError(
+                f"melody conditioning needs a MusicGen-melody checkpoint (e.g. facebook/musicgen-melody); "
+                f"{self.cfg.model_name!r} is a text-only MusicGen"
+            )
+        if (melody is None) == (chroma is None):
+            raise ValueError("pass melody= (audio) or chroma= (features), exactly one")
+        if chroma is None:
+            return load_melody(melody, self.chroma_extractor, sr=melody_sr, device=self.device).to(self.cfg.dtype)
+        if melody_sr is not None:
+            raise ValueError("melody_sr= is the sample rate of melody audio; ready-made chroma= features have none")
+        if not isinstance(chroma, torch.Tensor) or chroma.ndim != 3 or chroma.shape[-1] != self.cfg.n_chroma or chroma.shape[1] == 0:
+            shape = tuple(chroma.shape) if isinstance(chroma, torch.Tensor) else type(chroma).__name__
+            raise ValueError(f"chroma must be a tensor [batch, chroma_frames>=1, n_chroma={self.cfg.n_chroma}], got {shape}")
+        if not torch.isfinite(chroma).all():
+            raise ValueError("chroma contains NaN or inf")
+        return chroma.to(device=self.device, dtype=self.cfg.dtype)
+
+    def n_prefix(self, cond: Conditioning) -> int:
+        """Positions prepended to the codes: chroma_length + text positions (melody), else 0."""
+        return self.cfg.chroma_length + cond.states.shape[1] if self.cfg.is_melody else 0
 
     @contextmanager
     def conditioning(self, cond: Conditioning) -> Iterator["HookedMusicGen"]:
@@ -242,6 +333,16 @@ class HookedMusicGen(HookedRootModule):
     def project_cond(self, cond: Conditioning) -> Float[torch.Tensor, "batch text_pos d_model"]:
         # Hugging Face zeroes padded text positions after the projection (bias included).
         return self.hook_cond(self.cond_proj(cond.states) * cond.mask[..., None].to(cond.states.dtype))
+
+    def project_chroma(self, cond: Conditioning) -> Float[torch.Tensor, "batch chroma_length d_model"]:
+        """The melody prefix: projected chroma, tiled then cut to chroma_length (as Hugging Face)."""
+        projected = self.chroma_proj(cond.chroma_or_null(self.cfg.n_chroma, self.cfg.dtype))
+        reps = math.ceil(self.cfg.chroma_length / projected.shape[1])
+        return self.hook_chroma(projected.repeat(1, reps, 1)[:, : self.cfg.chroma_length])
+
+    def prefix(self, cond: Conditioning) -> Float[torch.Tensor, "batch prefix_pos d_model"]:
+        """What a melody model prepends to the codes: [chroma; text] (Hugging Face's order)."""
+        return torch.cat([self.project_chroma(cond), self.project_cond(cond)], dim=1)
 
     # ------------------------------------------------------------------ forward
     def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
@@ -283,21 +384,41 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError(f"conditioning width is {cond.states.shape[-1]}, the model expects d_cond={self.cfg.d_cond}")
         if cond.states.device != self.device:
             raise ValueError(f"conditioning is on {cond.states.device} but the model is on {self.device}; use cond.to(model.device)")
+        if cond.chroma is not None:
+            if not self.cfg.is_melody:
+                raise ValueError("this conditioning carries a melody (chroma), but the model is a text-only MusicGen")
+            if cond.chroma.shape[-1] != self.cfg.n_chroma:
+                raise ValueError(f"conditioning chroma has {cond.chroma.shape[-1]} bins, the model expects n_chroma={self.cfg.n_chroma}")
         return cond
 
-    def embed_codes(self, codes: Int[torch.Tensor, "batch n_codebooks pos"], start: int = 0) -> Float[torch.Tensor, "batch pos d_model"]:
-        """Embedding + positions: the residual stream entering block 0 (`start` = absolute position)."""
+    def embed_codes(
+        self,
+        codes: Int[torch.Tensor, "batch n_codebooks pos"],
+        start: int = 0,
+        prefix: Float[torch.Tensor, "batch prefix_pos d_model"] | None = None,
+    ) -> Float[torch.Tensor, "batch seq d_model"]:  # seq = prefix_pos + pos
+        """Embedding + positions: the residual stream entering block 0.
+
+        `start` is the index in the decoder's whole sequence (a melody prefix included) of the
+        first position passed; `prefix` (melody models) is prepended to the code embeddings.
+        """
         per_codebook = self.hook_codebook_embed(self.embed(codes))
-        embed = self.hook_embed(per_codebook.sum(dim=-2))
-        pos = self.hook_pos_embed(self.pos_embed(codes.shape[0], codes.shape[-1], start))
-        return embed + pos
+        tokens = self.hook_embed(per_codebook.sum(dim=-2))
+        if prefix is not None:
+            tokens = torch.cat([prefix, tokens], dim=1)
+        if start + tokens.shape[1] > self.cfg.n_ctx:
+            raise ValueError(
+                f"{start + tokens.shape[1]} positions (conditioning prefix included) exceed n_ctx={self.cfg.n_ctx}"
+            )
+        pos = self.hook_pos_embed(self.pos_embed(codes.shape[0], tokens.shape[1], start))
+        return tokens + pos
 
     def run_blocks(
         self,
         residual: Float[torch.Tensor, "batch pos d_model"],
-        cond_states: Float[torch.Tensor, "batch text_pos d_model"],
-        cond_mask: torch.Tensor,
-        caches: "Sequence[tuple[KVCache, KVCache]] | None" = None,
+        cond_states: Float[torch.Tensor, "batch text_pos d_model"] | None,
+        cond_mask: torch.Tensor | None,
+        caches: "Sequence[tuple[KVCache, KVCache | None]] | None" = None,
         stop_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         for layer, block in enumerate(self.blocks[:stop_at_layer]):
@@ -305,8 +426,10 @@ class HookedMusicGen(HookedRootModule):
             residual = block(residual, cond_states, cond_mask, self_cache, cross_cache)
         return residual
 
-    def logits_from_resid(self, residual: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
-        return self.hook_logits(self.unembed(self.ln_final(residual)))
+    def logits_from_resid(self, residual: Float[torch.Tensor, "batch pos d_model"], n_prefix: int = 0) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
+        """Final LayerNorm on every position (so TransformerLens's apply_ln_to_stack lines up with the
+        blocks' hooks), unembedding on the codes only: the first `n_prefix` (conditioning) are dropped."""
+        return self.hook_logits(self.unembed(self.ln_final(residual)[:, n_prefix:]))
 
     def forward(
         self,
@@ -328,13 +451,20 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         codes = self.check_codes(codes)
         cond = self.resolve_cond(cond, codes.shape[0])
+        n_prefix = self.n_prefix(cond)
         if not self.ctx.generating:
-            self.ctx.start, self.ctx.length, self.ctx.uncond = 0, codes.shape[-1], cond.is_null
-        residual = self.embed_codes(codes)
-        residual = self.run_blocks(residual, self.project_cond(cond), cond.mask, stop_at_layer=stop_at_layer)
+            # a melody prefix sits at the negative positions [-n_prefix, 0): codes keep their positions
+            self.ctx.start, self.ctx.length, self.ctx.uncond = -n_prefix, n_prefix + codes.shape[-1], cond.is_null
+            self.ctx.prefix = n_prefix
+        if self.cfg.is_melody:
+            residual = self.embed_codes(codes, prefix=self.prefix(cond))
+            residual = self.run_blocks(residual, None, None, stop_at_layer=stop_at_layer)
+        else:
+            residual = self.embed_codes(codes)
+            residual = self.run_blocks(residual, self.project_cond(cond), cond.mask, stop_at_layer=stop_at_layer)
         if stop_at_layer is not None:
             return residual
-        logits = self.logits_from_resid(residual)
+        logits = self.logits_from_resid(residual, n_prefix)
         if return_type == "logits":
             return logits
         if return_type is None:
@@ -352,6 +482,12 @@ class HookedMusicGen(HookedRootModule):
 
     # ------------------------------------------------------------------ hooks
     def _check_hook_name(self, name: str) -> None:
+        if name not in self.hook_dict and self.cfg.is_melody and "cross" in name:
+            raise KeyError(
+                f"Unknown hook name {name!r}: this is a MusicGen-melody model, which has no cross-attention. Its chroma "
+                "(hook_chroma) and text (hook_cond) are prepended to the codes and read by self-attention: see "
+                "blocks.{l}.attn.* (the first model.n_prefix(cond) key positions are the conditioning)."
+            )
         if name not in self.hook_dict:
             close = difflib.get_close_matches(name, list(self.hook_dict), n=3)
             raise KeyError(

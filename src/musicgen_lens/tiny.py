@@ -39,7 +39,26 @@ def build_tokenizer(words: tuple[str, ...] = tuple(WORDS)) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_hf_config(
+def tiny_hf_config(*, melody: bool = False, n_chroma: int = 12, chroma_length: int = 24, **kwargs: Any) -> Any:
+    """A tiny `MusicgenConfig`, or with melody=True a `MusicgenMelodyConfig` (same sizes; the melody
+    decoder has no cross-attention, and `chroma_length` chroma positions are prepended)."""
+    from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenMelodyConfig, MusicgenMelodyDecoderConfig
+
+    text, audio, decoder = _tiny_sub_configs(**kwargs)
+    if melody:
+        return MusicgenMelodyConfig(
+            text_encoder=text, audio_encoder=audio, decoder=MusicgenMelodyDecoderConfig(**decoder),
+            num_chroma=n_chroma, chroma_length=chroma_length,
+        )
+    return MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=MusicgenDecoderConfig(**decoder))
+
+
+def tiny_melody_hf_config(**kwargs: Any) -> Any:
+    """A tiny `MusicgenMelodyConfig` (see `tiny_hf_config`)."""
+    return tiny_hf_config(melody=True, **kwargs)
+
+
+def _tiny_sub_configs(
     *,
     n_layers: int = 2,
     d_model: int = 32,
@@ -57,8 +76,9 @@ def tiny_hf_config(
     dropout: float = 0.0,
     layerdrop: float = 0.0,
     vocab_size_text: int | None = None,
-) -> Any:
-    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(T5 config, EnCodec config, decoder config kwargs): shared by the text and melody checkpoints."""
+    from transformers import EncodecConfig, T5Config
 
     hop = 1
     for r in upsampling_ratios:
@@ -96,7 +116,7 @@ def tiny_hf_config(
         chunk_length_s=None,
         overlap=None,
     )
-    decoder = MusicgenDecoderConfig(
+    decoder = dict(
         vocab_size=codebook_size,
         max_position_embeddings=n_ctx,
         num_hidden_layers=n_layers,
@@ -113,7 +133,7 @@ def tiny_hf_config(
         pad_token_id=codebook_size,
         bos_token_id=codebook_size,
     )
-    return MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+    return text, audio, decoder
 
 
 @torch.no_grad()
@@ -137,18 +157,22 @@ def calibrate_codebooks(encodec: Any, seed: int = 0) -> None:
         residual = residual - book.decode(book.encode(residual))
 
 
-def tiny_hf_model(seed: int = 0, **config_kwargs: Any) -> Any:
-    """A random `MusicgenForConditionalGeneration` with non-trivial EnCodec codebooks."""
-    from transformers import MusicgenForConditionalGeneration
+def tiny_hf_model(seed: int = 0, melody: bool = False, **config_kwargs: Any) -> Any:
+    """A random `MusicgenForConditionalGeneration` (melody=True: `MusicgenMelodyForConditionalGeneration`)
+    with non-trivial EnCodec codebooks."""
+    from transformers import MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = MusicgenForConditionalGeneration(tiny_hf_config(**config_kwargs)).eval()
+    hf_class = MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration
+    model = hf_class(tiny_hf_config(melody=melody, **config_kwargs)).eval()
     calibrate_codebooks(model.audio_encoder, seed)
     gen = torch.Generator().manual_seed(seed)
     # Unlike the decoder, T5's output is small and near-constant at this init; widen it so the
     # text actually moves the conditioning in tests.
     with torch.no_grad():
         model.text_encoder.shared.weight.normal_(0, 1.0, generator=gen)
+        if melody and hasattr(model, "audio_enc_to_dec_proj"):  # likewise: the melody must visibly steer the decoder
+            model.audio_enc_to_dec_proj.weight.normal_(0, 1.0, generator=gen)
     model.generation_config.pad_token_id = model.config.decoder.pad_token_id
     model.generation_config.decoder_start_token_id = model.config.decoder.bos_token_id
     return model
@@ -159,4 +183,27 @@ def save_tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **config_kwargs
     path = Path(path)
     tiny_hf_model(seed=seed, **config_kwargs).save_pretrained(path)
     build_tokenizer().save_pretrained(path)
+    return path
+
+
+def tiny_melody_hf_model(seed: int = 0, **config_kwargs: Any) -> Any:
+    """A random `MusicgenMelodyForConditionalGeneration` (see `tiny_hf_model`)."""
+    return tiny_hf_model(seed=seed, melody=True, **config_kwargs)
+
+
+# Chroma settings of the tiny melody checkpoints: HF's defaults (n_fft 16384, hop 4096 at 32 kHz)
+# scaled to the tiny codec's 8 kHz, so that a second of melody gives ~8 chroma frames as there.
+TINY_CHROMA = dict(n_fft=4096, hop_length=1024, chunk_length=30.0)
+
+
+def save_tiny_melody_checkpoint(path: str | os.PathLike, seed: int = 0, **config_kwargs: Any) -> Path:
+    """Write a tiny random melody checkpoint (model, tokenizer and `preprocessor_config.json`, the
+    settings of Hugging Face's chroma feature extractor) that `from_pretrained(path)` loads."""
+    from musicgen_lens.chroma import ChromaExtractor
+
+    path = Path(path)
+    hf = tiny_melody_hf_model(seed=seed, **config_kwargs)
+    hf.save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    ChromaExtractor(sample_rate=hf.config.audio_encoder.sampling_rate, n_chroma=hf.config.num_chroma, **TINY_CHROMA).save(path)
     return path
