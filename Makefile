@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench train eval clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_forward.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generate.py --bf16
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_activations.py
+
+# Rebuild the embedded toy model from scratch (about an hour on 2 CPU cores; resumable).
+train: $(VENV)/.installed
+	$(PY) training/train_codec.py --data runs/world --run runs/codec
+	$(PY) training/train_codec.py --data runs/world --run runs/codec_ft --decoder-only-from runs/codec --steps 1500 --lr 5e-4 --vq-warmup 0
+	$(PY) training/train_lm.py --data runs/world --codec runs/codec/encodec --final-codec runs/codec_ft/encodec --run runs/lm --steps 1800
+	$(PY) training/ship.py --export runs/lm/export
+
+# The toy model's measurements reported in the README.
+eval: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m musicgen_lens.eval --out eval_results.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

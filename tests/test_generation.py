@@ -12,7 +12,8 @@ from conftest import PROMPTS
 
 
 def hf_generate_codes(hf, model, texts, n_frames, **kwargs):
-    """Codes from Hugging Face's generate, captured where it hands them to EnCodec."""
+    """Codes from Hugging Face's generate, captured where it hands them to EnCodec (texts may be
+    None when the inputs come in kwargs)."""
     captured = []
     original = hf.audio_encoder.decode
 
@@ -23,7 +24,8 @@ def hf_generate_codes(hf, model, texts, n_frames, **kwargs):
     hf.audio_encoder.decode = spy
     try:
         max_delay = delays(model.cfg.n_codebooks, model.cfg.audio_channels)[-1]
-        hf.generate(**model.tokenize(texts), max_new_tokens=n_frames + max_delay, **kwargs)
+        inputs = model.tokenize(texts) if texts is not None else {}
+        hf.generate(**inputs, max_new_tokens=n_frames + max_delay, **kwargs)
     finally:
         hf.audio_encoder.decode = original
     if len(captured) == 1:

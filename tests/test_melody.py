@@ -29,6 +29,7 @@ from musicgen_lens.loading import convert_hf_decoder, to_hf_decoder
 from musicgen_lens.steering import Intervention
 from musicgen_lens.tiny import save_tiny_melody_checkpoint, tiny_hf_config
 
+from test_generation import hf_generate_codes
 from conftest import PROMPTS, random_codes
 
 MELODY_CONFIGS: dict[str, dict] = {
@@ -342,26 +343,6 @@ def test_conditioning_cat_pads_chroma_with_the_null_melody(mel):
 # ----------------------------------------------------------------------------- generation
 
 
-def hf_generate_codes(hf, model, n_frames, **kwargs):
-    """Codes from Hugging Face's generate, captured where it hands them to EnCodec."""
-    captured = []
-    original = hf.audio_encoder.decode
-
-    def spy(codes, *args, **kw):
-        captured.append(codes[0])
-        return original(codes, *args, **kw)
-
-    hf.audio_encoder.decode = spy
-    try:
-        max_delay = delays(model.cfg.n_codebooks, model.cfg.audio_channels)[-1]
-        hf.generate(max_new_tokens=n_frames + max_delay, **kwargs)
-    finally:
-        hf.audio_encoder.decode = original
-    if len(captured) == 1:
-        return captured[0]
-    return torch.stack(captured, dim=2).flatten(1, 2)  # stereo: [L0, R0, L1, R1, ...]
-
-
 @pytest.mark.parametrize("name", ["melody", "melody_stereo"])
 @pytest.mark.parametrize("guidance_scale", [1.0, 3.0])
 def test_greedy_generation_equals_hugging_face(name, guidance_scale, load_pair):
@@ -370,12 +351,12 @@ def test_greedy_generation_equals_hugging_face(name, guidance_scale, load_pair):
     chroma = model.melody_chroma(melody, SR)
     assert len(set(chroma[0].argmax(-1).tolist())) > 1, "the melody should move"
     ours = model.generate(PROMPTS, melody=melody, melody_sr=SR, max_new_frames=20, do_sample=False, guidance_scale=guidance_scale)
-    ref = hf_generate_codes(hf, model, 20, **model.tokenize(PROMPTS), input_features=chroma.expand(2, -1, -1),
+    ref = hf_generate_codes(hf, model, None, 20, **model.tokenize(PROMPTS), input_features=chroma.expand(2, -1, -1),
                             do_sample=False, guidance_scale=guidance_scale)
     assert ours.shape == (2, model.cfg.n_codebooks, 20)
     assert torch.equal(ours, ref)
     text_only = model.generate(PROMPTS, max_new_frames=20, do_sample=False, guidance_scale=guidance_scale)
-    assert torch.equal(text_only, hf_generate_codes(hf, model, 20, **model.tokenize(PROMPTS), do_sample=False, guidance_scale=guidance_scale))
+    assert torch.equal(text_only, hf_generate_codes(hf, model, None, 20, **model.tokenize(PROMPTS), do_sample=False, guidance_scale=guidance_scale))
 
 
 def test_cached_steps_equal_full_forward(mel):

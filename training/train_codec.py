@@ -22,14 +22,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-clips", type=int, default=4000)
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--vq-warmup", type=int, default=300, help="steps of plain autoencoding before the codebooks start")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--decoder-only-from", default=None, help="a finished run: fine-tune only its decoder (codes unchanged)")
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     build_dataset(args.data, args.n_clips, num_workers=args.workers)
     audio, _ = load_split(args.data, "train")
     print(f"training the codec on {audio.shape[0]} clips x {audio.shape[1] / 16000:g} s")
-    out = train_codec(args.run, audio, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    out = train_codec(args.run, audio, steps=args.steps, batch_size=args.batch_size, seed=args.seed, vq_warmup=args.vq_warmup, lr=args.lr,
+                      init_from=args.decoder_only_from, decoder_only=args.decoder_only_from is not None)
     print(f"codec written to {out}")
 
 

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--final-codec", default=None, help="ship this codec instead (a decoder-only fine-tune of --codec: same codes)")
     args = p.parse_args(argv)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
@@ -58,13 +59,29 @@ def main(argv: list[str] | None = None) -> None:
     val_text = validation_loss(model, val, test_rows)
     val_null = validation_loss(model, val, test_rows, text=False)
     log = [json.loads(line) for line in open(run / "log.jsonl")]
+    # each resumed process restarts its clock: add up the segments
+    seconds = sum(a["t"] for a, b in zip(log, log[1:]) if b["t"] < a["t"]) + log[-1]["t"]
     stats = dict(val_loss_text=val_text, val_loss_no_text=val_null, final_train_loss=sum(e["loss"] for e in log[-50:]) / min(50, len(log)),
-                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), minutes=log[-1]["t"] / 60)
+                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), minutes=seconds / 60)
     (run / "stats.json").write_text(json.dumps(stats, indent=2))
+    if args.final_codec:
+        swap_codec_decoder(hf, args.final_codec)
     card = model_card(stats, model, args)
     out = export(model, hf, tokenizer, run / "export", card)
     print(json.dumps(stats, indent=2))
     print(f"checkpoint written to {out}")
+
+
+def swap_codec_decoder(hf, path: str) -> None:
+    """Take the decoder of a decoder-only fine-tune; refuse if encoder or codebooks differ."""
+    from transformers import EncodecModel
+
+    new = EncodecModel.from_pretrained(path).state_dict()
+    old = hf.audio_encoder.state_dict()
+    for key, value in old.items():
+        if not key.startswith("decoder.") and not torch.equal(value, new[key]):
+            raise ValueError(f"{path} changes {key}: the codes the decoder was trained on would change")
+    hf.audio_encoder.load_state_dict(new)
 
 
 def model_card(stats: dict, model, args) -> str:

@@ -198,13 +198,18 @@ def _check_loaded(model: "HookedMusicGen", state: dict[str, torch.Tensor]) -> No
 
 
 def from_pretrained(
-    name_or_path: str | os.PathLike,
+    name_or_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     **cfg_overrides: Any,
 ) -> "HookedMusicGen":
     """Load a hub name (e.g. "facebook/musicgen-small", "facebook/musicgen-melody") or a local
-    `save_pretrained` directory; melody checkpoints are recognised by their config's model_type."""
+    `save_pretrained` directory; melody checkpoints are recognised by their config's model_type.
+    "toy" or no name loads the embedded toy model (`musicgen_lens.toy`)."""
+    from musicgen_lens.toy import TOY_NAME, resolve
+
+    requested = TOY_NAME if name_or_path is None else str(name_or_path)
+    name_or_path = resolve(name_or_path)
     from transformers import AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
     hf_config = AutoConfig.from_pretrained(str(name_or_path))
@@ -218,7 +223,7 @@ def from_pretrained(
         logger.warning("No tokenizer found with %s (%s); pass input_ids to model.condition()", name_or_path, err)
         tokenizer = None
     model = from_hf(hf_model, tokenizer=tokenizer, device=device, dtype=dtype, chroma_extractor=chroma_extractor, **cfg_overrides)
-    model.cfg.model_name = str(name_or_path)
+    model.cfg.model_name = requested
     return model
 
 

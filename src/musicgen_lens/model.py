@@ -90,9 +90,10 @@ class HookedMusicGen(HookedRootModule):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **cfg_overrides: Any
+        cls, name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None, dtype: torch.dtype | None = None, **cfg_overrides: Any
     ) -> "HookedMusicGen":
-        """A hub name ("facebook/musicgen-small") or a local directory written by `save_pretrained`."""
+        """A hub name ("facebook/musicgen-small"), a local directory written by `save_pretrained`,
+        or "toy" / no name: the embedded toy model trained on the synthetic world."""
         from musicgen_lens.loading import from_pretrained
 
         return from_pretrained(name_or_path, device=device, dtype=dtype, **cfg_overrides)

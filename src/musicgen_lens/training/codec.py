@@ -19,7 +19,7 @@ import torch
 
 from musicgen_lens._atomic import atomic_path
 from musicgen_lens.training.losses import MultiResolutionMelLoss
-from musicgen_lens.training.rvq import ResidualVQ
+from musicgen_lens.training.rvq import ResidualVQ, RVQOutput
 
 
 def codec_config(**overrides: Any) -> Any:
@@ -36,6 +36,22 @@ def codec_config(**overrides: Any) -> Any:
     n_q = kw.pop("n_codebooks", 4)
     cfg.target_bandwidths = [n_q * cfg.frame_rate * cfg.codebook_nbits / 1000]
     return cfg
+
+
+@torch.no_grad()
+def init_weights(model: torch.nn.Module) -> None:
+    """Unit weight-norm gains and zero biases in every convolution.
+
+    `EncodecModel`'s own initialisation leaves gains around 0.1 and biases around 0.2: the input's
+    share of the signal then shrinks ~3x per layer (1e-6 of the output at init), and training
+    settles on a decoder that emits the same average waveform for every input.
+    """
+    for module in model.modules():
+        weight_norm = getattr(getattr(module, "parametrizations", None), "weight", None)
+        if weight_norm is not None:
+            weight_norm.original0.fill_(1.0)
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
 
 
 def save_state(path: Path, **state: Any) -> None:
@@ -63,8 +79,20 @@ def train_codec(
     save_every: int = 100,
     progress: bool = True,
     config: Any = None,
+    vq_warmup: int = 0,
+    init_from: str | os.PathLike | None = None,
+    decoder_only: bool = False,
 ) -> Path:
-    """Train on random crops of `audio` (int16 `[n, samples]` at the config's rate); resumable."""
+    """Train on random crops of `audio` (int16 `[n, samples]` at the config's rate); resumable.
+
+    For the first `vq_warmup` steps the autoencoder trains without quantisation; the codebooks are
+    then k-means-initialised on latents that already carry information (quantising from step 0
+    lets a random encoder collapse onto a few codes).
+
+    `decoder_only=True` (with `init_from`, a finished run) keeps the encoder and codebooks frozen,
+    so every code stays what it was, and only improves the decoder: it can run while a language
+    model trains on those codes.
+    """
     from tqdm.auto import tqdm
     from transformers import EncodecModel
 
@@ -73,13 +101,21 @@ def train_codec(
     cfg = config or codec_config()
     torch.manual_seed(seed)
     model = EncodecModel(cfg)
+    init_weights(model)
     seg = int(segment_s * cfg.sampling_rate)
     seg -= seg % int(np.prod(cfg.upsampling_ratios))
     # A code is dead when its EMA usage falls below 10% of a uniform share of one batch's latents
     # (a fixed threshold like EnCodec's 2 would call every code dead at this small batch size).
     latents_per_batch = batch_size * seg // int(np.prod(cfg.upsampling_ratios))
     rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim, dead_threshold=0.1 * latents_per_batch / cfg.codebook_size, seed=seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+    if init_from is not None:
+        start = torch.load(Path(init_from) / "state.pt", weights_only=False)
+        model.load_state_dict(start["model"])
+        rvq.load_state_dict(start["rvq"])
+    trained = list(model.decoder.parameters()) if decoder_only else list(model.parameters())
+    if decoder_only:
+        model.encoder.requires_grad_(False)
+    opt = torch.optim.AdamW(trained, lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
     mel_loss = MultiResolutionMelLoss(cfg.sampling_rate)
     gen = torch.Generator().manual_seed(seed)
     step = 0
@@ -93,7 +129,7 @@ def train_codec(
         rvq.generator.set_state(state["rvq_gen"])
         step = state["step"]
     model.train()
-    rvq.train()
+    rvq.train(not decoder_only)
     bar = tqdm(total=steps, initial=step, desc="codec", disable=not progress)
     log = open(run_dir / "log.jsonl", "a")
     t0 = time.time()
@@ -104,15 +140,19 @@ def train_codec(
         x = x[:, None]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr)
-        latent = model.encoder(x)
-        q = rvq(latent)
+        with torch.set_grad_enabled(not decoder_only):
+            latent = model.encoder(x)
+        if step < vq_warmup and not decoder_only:
+            q = RVQOutput(latent, latent.new_zeros(0, dtype=torch.long), latent.new_zeros(()), 0)
+        else:
+            q = rvq(latent)
         y = model.decoder(q.quantized)[..., :seg]
         rec = mel_loss(y, x)
         wave = (y - x).abs().mean()
         loss = rec + wave_weight * wave + commit_weight * q.commit_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         step += 1
         bar.update()

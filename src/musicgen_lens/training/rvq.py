@@ -19,11 +19,19 @@ from torch import Tensor, nn
 
 
 def kmeans(x: Float[Tensor, "n d"], k: int, iters: int = 10, generator: torch.Generator | None = None) -> Float[Tensor, "k d"]:
-    """Plain Lloyd's k-means; empty clusters keep their previous centre."""
-    idx = torch.randperm(x.shape[0], generator=generator, device="cpu")[:k].to(x.device)
-    if idx.numel() < k:  # fewer points than codes: repeat points (dead-code replacement fixes them later)
-        idx = idx[torch.arange(k, device=x.device) % idx.numel()]
-    centres = x[idx].clone()
+    """Lloyd's k-means from k-means++ seeds (random seeds often put two centres in one cluster);
+    empty clusters keep their previous centre."""
+    n = x.shape[0]
+    first = int(torch.randint(0, n, (1,), generator=generator))
+    centres = [x[first]]
+    d2 = (x - x[first]).pow(2).sum(-1)
+    for _ in range(1, k):
+        # fewer distinct points than codes: duplicates are fine, dead-code replacement fixes them
+        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
+        pick = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        centres.append(x[pick])
+        d2 = torch.minimum(d2, (x - x[pick]).pow(2).sum(-1))
+    centres = torch.stack(centres).clone()
     for _ in range(iters):
         assign = torch.cdist(x, centres).argmin(-1)
         sums = torch.zeros_like(centres).index_add_(0, assign, x)

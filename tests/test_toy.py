@@ -1,0 +1,67 @@
+"""The embedded toy model: it ships, loads by name, and is actually trained."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from musicgen_lens import HookedMusicGen
+from musicgen_lens.toy import TOY_MODEL, resolve
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return HookedMusicGen.from_pretrained("toy", device="cpu")
+
+
+def test_ships_under_the_size_limit_with_a_card():
+    size = sum(f.stat().st_size for f in TOY_MODEL.iterdir()) / 2**20
+    assert 1 < size <= 30
+    card = (TOY_MODEL / "README.md").read_text()
+    assert "synthetic" in card and "steps" in card
+
+
+def test_loads_by_name_and_by_default(toy):
+    cfg = toy.cfg
+    assert cfg.model_name == "toy"
+    assert (cfg.sample_rate, cfg.frame_rate, cfg.n_codebooks, cfg.d_vocab) == (16000, 50, 4, 256)
+    assert HookedMusicGen.from_pretrained(device="cpu").cfg.hash() == cfg.hash()
+    assert json.loads((TOY_MODEL / "config.json").read_text())["model_type"] == "musicgen"
+
+
+def test_a_local_folder_named_toy_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve("toy") == TOY_MODEL
+    (tmp_path / "toy").mkdir()
+    assert resolve("toy") == "toy"
+
+
+def test_the_text_prompt_matters(toy):
+    """Trained, not random: codes of a clip are likelier under its own description."""
+    from musicgen_lens.data.synth import ClipSpec, describe, render_clip
+    from musicgen_lens.generation import apply_delay_pattern
+
+    losses = {}
+    for inst in ("trumpet", "violin", "xylophone"):
+        spec = ClipSpec(inst, "classical", tempo_bpm=100, seed=5, duration_s=2.0, sample_rate=16000)
+        codes = toy.encode(torch.from_numpy(render_clip(spec))[None, None])
+        seq = apply_delay_pattern(codes, toy.cfg.pad_token_id)
+        with torch.no_grad():
+            for prompt in ("trumpet", "violin", "xylophone"):
+                losses[inst, prompt] = toy(seq, [f"classical {prompt} melody"], return_type="loss").item()
+    for inst in ("trumpet", "violin", "xylophone"):
+        others = [losses[inst, p] for p in ("trumpet", "violin", "xylophone") if p != inst]
+        assert losses[inst, inst] < min(others), (inst, losses)
+
+
+def test_generation_is_not_noise(toy):
+    codes = toy.generate(["classical flute melody"], duration=1.0, seed=0, progress=False)
+    assert codes.shape == (1, 4, 50)
+    # a trained model reuses a small part of each codebook; uniform noise would use ~all of it
+    assert max(len(torch.unique(codes[0, k])) for k in range(4)) < 0.8 * 50
+    with torch.no_grad():
+        audio = toy.decode(codes)[0, 0].numpy()
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3

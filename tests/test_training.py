@@ -1,0 +1,202 @@
+"""The toy model's training pieces: RVQ, codec and decoder trainers (tiny sizes, a few steps)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from musicgen_lens.training.codec import codec_config, export_codec, train_codec
+from musicgen_lens.training.losses import MultiResolutionMelLoss
+from musicgen_lens.training.rvq import EMACodebook, ResidualVQ, kmeans
+
+
+def blobs(n_per: int = 50, k: int = 4, d: int = 3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, d, generator=g) * 10
+    x = centres.repeat_interleave(n_per, 0) + 0.1 * torch.randn(k * n_per, d, generator=g)
+    return x, centres
+
+
+def test_kmeans_finds_separated_clusters():
+    x, centres = blobs()
+    found = kmeans(x, 4, iters=20, generator=torch.Generator().manual_seed(3))
+    # every true centre has a found centre within the noise level
+    assert torch.cdist(centres, found).min(1).values.max() < 0.5
+
+
+def test_ema_update_moves_codes_to_assigned_means_and_replaces_dead_codes():
+    book = EMACodebook(codebook_size=3, dim=2, decay=0.5, dead_threshold=0.2)
+    book.init_from(torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]))
+    x = torch.tensor([[1.0, 1.0], [1.0, 1.0], [9.0, 1.0]])
+    for _ in range(30):
+        n_dead = book.update(x, book.encode(x), torch.Generator().manual_seed(0))
+    # used codes converge to the mean of what they are assigned: each point is reproduced
+    assert torch.allclose(book.decode(book.encode(x)), x, atol=1e-2)
+    # the code at [0, 10] was never used: declared dead and re-seeded from the batch
+    assert all(torch.cdist(row[None], x).min() < 1e-2 for row in book.embed)
+    assert n_dead >= 0
+
+
+def test_residual_levels_reduce_error_and_gradient_is_straight_through():
+    torch.manual_seed(0)
+    latent = torch.randn(4, 8, 50, requires_grad=True)
+    rvq = ResidualVQ(n_q=3, codebook_size=16, dim=8).train()
+    for _ in range(5):
+        rvq(latent.detach())
+    rvq.eval()
+    errors = []
+    x = latent.detach().permute(0, 2, 1).reshape(-1, 8)
+    residual = x.clone()
+    for level in rvq.levels:
+        residual = residual - level.decode(level.encode(residual))
+        errors.append(residual.pow(2).mean().item())
+    assert errors[0] < x.pow(2).mean().item() and errors[2] < errors[1] < errors[0]
+    out = rvq(latent)
+    out.quantized.sum().backward()
+    assert torch.equal(latent.grad, torch.ones_like(latent))
+    assert out.codes.shape == (4, 3, 50) and out.codes.dtype == torch.long
+
+
+def test_export_into_encodec_gives_the_same_codes():
+    from transformers import EncodecModel
+
+    cfg = codec_config(sampling_rate=8000, num_filters=4, hidden_size=8, codebook_size=16, upsampling_ratios=[4, 4])
+    model = EncodecModel(cfg).eval()
+    rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim).train()
+    audio = torch.randn(2, 1, 800)
+    with torch.no_grad():
+        latent = model.encoder(audio)
+        rvq(latent)
+        rvq.eval()
+        ours = rvq(latent).codes
+        rvq.export_to(model)
+        theirs = model.encode(audio).audio_codes[0]
+    assert cfg.num_quantizers == 4
+    assert torch.equal(ours, theirs)
+    with pytest.raises(ValueError, match="quantizers"):
+        ResidualVQ(2, 16, 8).export_to(model)
+
+
+def test_mel_loss_is_zero_only_for_identical_audio():
+    loss = MultiResolutionMelLoss(8000, n_ffts=(128, 256))
+    x = torch.randn(2, 1, 4000)
+    assert loss(x, x).item() == 0.0
+    y = x.clone().requires_grad_(True)
+    value = loss(y + 0.1 * torch.randn_like(x), x)
+    value.backward()
+    assert value.item() > 0 and torch.isfinite(y.grad).all()
+
+
+TINY_CODEC = dict(sampling_rate=8000, num_filters=4, hidden_size=8, codebook_size=16, upsampling_ratios=[4, 4])
+
+
+def test_codec_training_resumes_exactly_and_exports_a_stock_model(tmp_path):
+    from transformers import EncodecModel
+
+    audio = (np.sin(np.arange(20 * 4000) * 0.05).reshape(20, 4000) * 10000).astype(np.int16)
+    kw = dict(batch_size=4, segment_s=0.2, save_every=2, progress=False, config=codec_config(**TINY_CODEC))
+    train_codec(tmp_path / "straight", audio, steps=6, **kw)
+    train_codec(tmp_path / "resumed", audio, steps=4, **kw)  # "interrupted" at step 4 ...
+    out = train_codec(tmp_path / "resumed", audio, steps=6, **kw)  # ... and resumed
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key], b["model"][key], atol=1e-6), key
+    loaded = EncodecModel.from_pretrained(out)
+    assert loaded.quantizer.layers[0].codebook.embed.abs().sum() > 0  # real codebooks, not zeros
+    assert export_codec(tmp_path / "straight", codec_config(**TINY_CODEC)).exists()
+
+
+def test_codec_training_reduces_the_reconstruction_loss(tmp_path):
+    audio = (np.sin(np.arange(10 * 4000) * 0.07).reshape(10, 4000) * 10000).astype(np.int16)
+    train_codec(tmp_path, audio, steps=40, batch_size=4, segment_s=0.2, save_every=40, progress=False, lr=3e-3, config=codec_config(**TINY_CODEC))
+    import json
+
+    mel = [json.loads(line)["mel"] for line in open(tmp_path / "log.jsonl")]
+    assert np.mean(mel[-5:]) < 0.9 * np.mean(mel[:5])
+
+
+# ---------------------------------------------------------------------------- decoder training
+
+
+def _tiny_lm(tmp_path):
+    from transformers import EncodecModel
+
+    from musicgen_lens import HookedMusicGen
+    from musicgen_lens.tiny import build_tokenizer
+    from musicgen_lens.training.lm import build_hf_model, world_words
+
+    EncodecModel(codec_config(**TINY_CODEC)).save_pretrained(tmp_path / "encodec")
+    tok = build_tokenizer(tuple(world_words(["classical trumpet melody at 96 BPM in D major"])))
+    hf = build_hf_model(tmp_path / "encodec", tok.get_vocab(), n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=64, d_text=16, text_layers=1)
+    return HookedMusicGen.from_hf(hf, tokenizer=tok, device="cpu"), hf, tok
+
+
+ROWS = [dict(text="classical trumpet melody at 96 BPM in D major", style="classical", instrument="trumpet", tempo_bpm="96"),
+        dict(text="rock violin melody at 140 BPM in A minor pentatonic", style="rock", instrument="violin", tempo_bpm="140")]
+
+
+def test_world_words_cover_every_description():
+    from musicgen_lens.data.synth import make_dataset
+    from musicgen_lens.tiny import build_tokenizer
+    from musicgen_lens.training.lm import world_words
+
+    texts = [c.text for c in make_dataset(200, accompaniments=(None, "tabla"))]
+    tok = build_tokenizer(tuple(world_words(texts)))
+    unk = tok.convert_tokens_to_ids("<unk>")
+    assert all(unk not in tok(t)["input_ids"] for t in texts)
+
+
+def test_prompt_variants_and_null_rows():
+    from musicgen_lens.training.lm import prompt_variant
+
+    rng = np.random.default_rng(0)
+    seen = [prompt_variant(ROWS[0], rng) for _ in range(2000)]
+    assert 0.07 < np.mean([s is None for s in seen]) < 0.13  # ~10% text dropout for CFG
+    assert ROWS[0]["text"] in seen and "classical trumpet melody" in seen
+
+
+def test_condition_batch_nulls_dropped_rows(tmp_path):
+    from musicgen_lens.training.lm import condition_batch
+
+    model, _, _ = _tiny_lm(tmp_path)
+    cond = condition_batch(model, ["classical trumpet melody", None])
+    assert cond.is_null.tolist() == [False, True]
+    assert cond.states[1].abs().sum() == 0
+    codes = torch.randint(0, 16, (2, 4, 10))
+    # a dropped row is exactly the unconditional branch generation uses
+    from musicgen_lens.generation import apply_delay_pattern
+
+    seq = apply_delay_pattern(codes, model.cfg.pad_token_id)
+    with torch.no_grad():
+        a = model(seq, cond)[1]
+        b = model(seq[1:], model.null_condition(1))[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_lm_training_resumes_exactly_learns_and_exports(tmp_path):
+    from musicgen_lens import HookedMusicGen
+    from musicgen_lens.training.lm import export, train_lm, validation_loss
+
+    codes = torch.randint(0, 16, (8, 4, 12), generator=torch.Generator().manual_seed(0)).to(torch.int16)
+    codes[:, :, 1::2] = codes[:, :, ::2]  # learnable structure: every frame repeats
+    rows = [ROWS[i % 2] for i in range(8)]
+    straight, _, _ = _tiny_lm(tmp_path / "a")
+    before = validation_loss(straight, codes, rows, n=8)
+    train_lm(tmp_path / "a", straight, codes, rows, steps=60, batch_size=4, lr=1e-2, save_every=30, progress=False)
+    resumed, hf, tok = _tiny_lm(tmp_path / "b")
+    train_lm(tmp_path / "b", resumed, codes, rows, steps=30, batch_size=4, lr=1e-2, save_every=30, progress=False)
+    resumed, hf, tok = _tiny_lm(tmp_path / "b")  # a fresh process would rebuild the model
+    train_lm(tmp_path / "b", resumed, codes, rows, steps=60, batch_size=4, lr=1e-2, save_every=30, progress=False)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        if not name.startswith("codec."):  # the (untrained, frozen) codecs are separate random inits
+            assert torch.allclose(p, q, atol=1e-5), name
+    assert validation_loss(straight, codes, rows, n=8) < before - 0.3
+    out = export(resumed, hf, tok, tmp_path / "export", card="# card\n", half=False)
+    loaded = HookedMusicGen.from_pretrained(out)
+    seq = torch.randint(0, 16, (1, 4, 10))
+    with torch.no_grad():
+        assert torch.allclose(loaded(seq, ["classical trumpet melody"]), resumed(seq, ["classical trumpet melody"]), atol=1e-5)
+    assert (out / "README.md").read_text() == "# card\n"
