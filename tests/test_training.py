@@ -200,3 +200,15 @@ def test_lm_training_resumes_exactly_learns_and_exports(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(seq, ["classical trumpet melody"]), resumed(seq, ["classical trumpet melody"]), atol=1e-5)
     assert (out / "README.md").read_text() == "# card\n"
+
+
+def test_load_split_reads_rows_without_audio(tmp_path):
+    from musicgen_lens.training.data import build_dataset, load_split
+
+    build_dataset(tmp_path, 6, num_workers=1, progress=False)
+    audio, rows = load_split(tmp_path, "train")
+    none, same_rows = load_split(tmp_path, "train", with_audio=False)
+    assert none is None and same_rows == rows
+    assert audio.dtype == np.int16 and audio.shape == (len(rows), 64000)
+    with pytest.raises(FileNotFoundError, match="build_dataset"):
+        load_split(tmp_path / "missing", "train")

@@ -22,10 +22,11 @@ from musicgen_lens.training.data import WORLD, load_split
 from musicgen_lens.training.lm import ARCH, build_hf_model, encode_audio, export, train_lm, validation_loss, world_words
 
 
-def cached_codes(path: Path, codec, audio) -> torch.Tensor:
+def cached_codes(path: Path, codec, data: str, split: str) -> torch.Tensor:
+    """The split's codes, encoded once; a resumed run does not read the audio again."""
     if path.exists():
         return torch.load(path)
-    codes = encode_audio(codec, audio)
+    codes = encode_audio(codec, load_split(data, split)[0])
     with atomic_path(path) as tmp:
         torch.save(codes, tmp)
     return codes
@@ -45,13 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
 
-    train_audio, train_rows = load_split(args.data, "train")
-    test_audio, test_rows = load_split(args.data, "test")
+    _, train_rows = load_split(args.data, "train", with_audio=False)
+    _, test_rows = load_split(args.data, "test", with_audio=False)
     tokenizer = build_tokenizer(tuple(world_words([r["text"] for r in train_rows + test_rows])))
     hf = build_hf_model(args.codec, tokenizer.get_vocab(), seed=args.seed)
     model = HookedMusicGen.from_hf(hf, tokenizer=tokenizer, device="cpu")
-    codes = cached_codes(run / "codes_train.pt", model.codec, train_audio)
-    val = cached_codes(run / "codes_test.pt", model.codec, test_audio)
+    codes = cached_codes(run / "codes_train.pt", model.codec, args.data, "train")
+    val = cached_codes(run / "codes_test.pt", model.codec, args.data, "test")
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("codec."))
     print(f"decoder + text encoder: {n_params / 1e6:.2f} M parameters; {codes.shape[0]} clips of {codes.shape[-1]} frames")
     train_lm(run, model, codes, train_rows, val_codes=val, val_rows=test_rows, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)

@@ -19,7 +19,7 @@ from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
 from musicgen_lens.eval import clean_classifier, fidelity
-from musicgen_lens.recipes import _specs, concept_vector, default_layer, steer_and_compare
+from musicgen_lens.recipes import default_layer, steer_and_compare, timbre_concept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"probing blocks.{layer}.hook_resid_post: {args.target} vs {args.source} clips ...")
     style = args.prompt.split()[0]
-    concept = concept_vector(
-        model, _specs(model, 24, 0, 3.0, instrument=args.target, style=style), _specs(model, 24, 1, 3.0, instrument=args.source, style=style),
-        layer=layer, concept=args.target,
-    )
+    concept = timbre_concept(model, args.source, args.target, style=style, layer=layer)
     print(f"  probe sign accuracy on held-out clips: {concept.accuracy:.2f}")
 
     print(f"generating {args.seconds:g} s of {args.prompt!r}, steered towards {args.target} from second {args.steer_from:g} ...")

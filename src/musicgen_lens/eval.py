@@ -62,21 +62,25 @@ def _power_spec(a: np.ndarray) -> np.ndarray:
     return np.abs(np.fft.rfft(frames * np.hanning(_N_FFT + 1)[:-1].astype(np.float32), axis=1)) ** 2
 
 
-def onset_envelope(audio: Any, sr: int) -> np.ndarray:
-    """Half-wave rectified log-mel flux per STFT frame (hop 256 at 16 kHz)."""
-    logmel = np.log(_power_spec(_resample(_as_mono(audio), sr)) @ _filters()[0] + 1e-6)
+def _spectrum(audio: Any, sr: int) -> np.ndarray:
+    return _power_spec(_resample(_as_mono(audio), sr))
+
+
+def _flux(logmel: np.ndarray) -> np.ndarray:
+    """Half-wave rectified log-mel flux per STFT frame (0 for the first)."""
     return np.concatenate([[0.0], np.maximum(np.diff(logmel, axis=0), 0).mean(1)])
 
 
-def chromagram(audio: Any, sr: int) -> np.ndarray:
-    """[frames, 12] energy-normalised chroma."""
-    c = _power_spec(_resample(_as_mono(audio), sr)) @ _filters()[1]
+def _onset_from_spec(spec: np.ndarray) -> np.ndarray:
+    return _flux(np.log(spec @ _filters()[0] + 1e-6))
+
+
+def _chroma_from_spec(spec: np.ndarray) -> np.ndarray:
+    c = spec @ _filters()[1]
     return c / (c.sum(1, keepdims=True) + 1e-9)
 
 
-def tempo(audio: Any, sr: int, lo: float = 55.0, hi: float = 190.0) -> float:
-    """BPM from the onset envelope's autocorrelation (peak lag within [lo, hi] BPM)."""
-    env = onset_envelope(audio, sr)
+def _tempo_from_onset(env: np.ndarray, lo: float, hi: float) -> float:
     env = env - env.mean()
     ac = np.correlate(env, env, "full")[len(env) - 1 :]
     fps = FEATURE_SR / _HOP
@@ -85,6 +89,21 @@ def tempo(audio: Any, sr: int, lo: float = 55.0, hi: float = 190.0) -> float:
     if not ok.any():
         return float("nan")
     return float(60 * fps / lags[ok][np.argmax(ac[ok])])
+
+
+def onset_envelope(audio: Any, sr: int) -> np.ndarray:
+    """Half-wave rectified log-mel flux per STFT frame (hop 256 at 16 kHz)."""
+    return _onset_from_spec(_spectrum(audio, sr))
+
+
+def chromagram(audio: Any, sr: int) -> np.ndarray:
+    """[frames, 12] energy-normalised chroma."""
+    return _chroma_from_spec(_spectrum(audio, sr))
+
+
+def tempo(audio: Any, sr: int, lo: float = 55.0, hi: float = 190.0) -> float:
+    """BPM from the onset envelope's autocorrelation (peak lag within [lo, hi] BPM)."""
+    return _tempo_from_onset(onset_envelope(audio, sr), lo, hi)
 
 
 def features(audio: Any, sr: int) -> np.ndarray:
@@ -102,7 +121,7 @@ def features(audio: Any, sr: int) -> np.ndarray:
     p = spec / (spec.sum(1, keepdims=True) + 1e-12)
     centroid = (p * freqs).sum(1)
     flatness = np.exp(np.log(spec + 1e-12).mean(1)) / (spec.mean(1) + 1e-12)
-    onset = np.concatenate([[0.0], np.maximum(np.diff(logmel, axis=0), 0).mean(1)])
+    onset = _flux(logmel)
     return np.concatenate([
         logmel.mean(0), logmel.std(0), mfcc.mean(0), mfcc.std(0), np.abs(d_mfcc).mean(0), d_mfcc.std(0),
         [centroid.mean() / 1000, centroid.std() / 1000, flatness.mean(), flatness.std(), onset.mean(), onset.std(),
@@ -202,14 +221,15 @@ class Fidelity:
 
 def fidelity(reference: Any, other: Any, sr: int) -> Fidelity:
     """How much of `reference` (e.g. the unsteered generation) survives in `other`."""
-    ca, cb = chromagram(reference, sr), chromagram(other, sr)
+    spec_a, spec_b = _spectrum(reference, sr), _spectrum(other, sr)  # one STFT each, shared below
+    ca, cb = _chroma_from_spec(spec_a), _chroma_from_spec(spec_b)
     n = min(len(ca), len(cb))
     ca, cb = ca[:n] - ca[:n].mean(1, keepdims=True), cb[:n] - cb[:n].mean(1, keepdims=True)
     per_frame = (ca * cb).sum(1) / (np.linalg.norm(ca, axis=1) * np.linalg.norm(cb, axis=1) + 1e-9)
-    oa, ob = onset_envelope(reference, sr), onset_envelope(other, sr)
+    oa, ob = _onset_from_spec(spec_a), _onset_from_spec(spec_b)
     n = min(len(oa), len(ob))
     onset_corr = float(np.corrcoef(oa[:n], ob[:n])[0, 1]) if n > 2 and oa[:n].std() > 0 and ob[:n].std() > 0 else 0.0
-    return Fidelity(float(per_frame.mean()), onset_corr, tempo(reference, sr), tempo(other, sr))
+    return Fidelity(float(per_frame.mean()), onset_corr, _tempo_from_onset(oa, 55.0, 190.0), _tempo_from_onset(ob, 55.0, 190.0))
 
 
 # ---------------------------------------------------------------------------- the README's targets
@@ -275,13 +295,11 @@ def eval_steering(
     """
     import torch
 
-    from musicgen_lens.recipes import _specs, concept_vector
+    from musicgen_lens.recipes import timbre_concept
     from musicgen_lens.steering import Intervention
 
     if concept is None:
-        pos = _specs(model, 24, 0, 3.0, instrument=target, style=style)
-        neg = _specs(model, 24, 1, 3.0, instrument=source, style=style)
-        concept = concept_vector(model, pos, neg, layer=layer, concept=target)
+        concept = timbre_concept(model, source, target, style=style, layer=layer)
     prompt = f"{style} {source} melody"
     cut = int(round(start * model.sample_rate))
     frame = int(round(start * model.frame_rate))

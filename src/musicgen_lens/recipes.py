@@ -175,15 +175,23 @@ def _specs(model: "HookedMusicGen", n: int, seed: int, duration_s: float, **spec
     ]
 
 
+def timbre_concept(
+    model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, seed: int = 0,
+) -> ConceptVector:
+    """The `target` direction from `target` (+1) vs `source` (-1) clips of one style."""
+    pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
+    neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
+    return concept_vector(model, pos, neg, layer=layer, concept=target)
+
+
 def timbre_transfer(
     model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
     n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
     start: float | None = None, duration: float = 5.0, seed: int = 0, prompt: str | None = None, **kw: Any,
 ) -> SteeringResult:
     """The paper's trumpet -> violin (or -> xylophone): the prompt asks for `source`, steering adds `target`."""
-    pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
-    neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
-    concept = concept_vector(model, pos, neg, layer=layer, concept=target)
+    concept = timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=layer, seed=seed)
     prompt = prompt or f"{style} {source} melody"
     return steer_and_compare(model, prompt, concept, alpha=alpha, start=start, duration=duration, seed=seed, **kw)
 

@@ -26,15 +26,20 @@ def build_dataset(root: str | os.PathLike, n: int, num_workers: int = 2, progres
     return write_dataset(root, make_dataset(n, **WORLD), num_workers=num_workers, progress=progress)
 
 
-def load_split(root: str | os.PathLike, split: str) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """All clips of a split as int16 `[n, samples]` plus their label rows (sorted by id)."""
+def load_split(root: str | os.PathLike, split: str, with_audio: bool = True) -> tuple[np.ndarray | None, list[dict[str, str]]]:
+    """All clips of a split as int16 `[n, samples]` plus their label rows (sorted by id);
+    `with_audio=False` reads only the rows (audio None)."""
     import soundfile as sf
 
     root = Path(root)
+    if not (root / "labels.csv").exists():
+        raise FileNotFoundError(f"{root / 'labels.csv'} does not exist; run build_dataset first")
     with open(root / "labels.csv", newline="") as f:
         rows = sorted((r for r in csv.DictReader(f) if r["split"] == split), key=lambda r: r["id"])
     if not rows:
         raise FileNotFoundError(f"no {split!r} clips listed in {root / 'labels.csv'}; run build_dataset first")
+    if not with_audio:
+        return None, rows
     audio = [sf.read(root / r["path"], dtype="int16")[0] for r in rows]
     n = min(len(a) for a in audio)
     return np.stack([a[:n] for a in audio]), rows
