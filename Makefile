@@ -29,7 +29,7 @@ bench: $(VENV)/.installed
 # Rebuild the embedded toy model from scratch (about an hour on 2 CPU cores; resumable).
 train: $(VENV)/.installed
 	$(PY) training/train_codec.py --data runs/world --run runs/codec
-	$(PY) training/train_codec.py --data runs/world --run runs/codec_ft --decoder-only-from runs/codec --steps 1500 --lr 5e-4 --vq-warmup 0
+	$(PY) training/train_codec.py --data runs/world --run runs/codec_ft --decoder-only-from runs/codec --steps 1200 --lr 5e-4 --vq-warmup 0
 	$(PY) training/train_lm.py --data runs/world --codec runs/codec/encodec --final-codec runs/codec_ft/encodec --run runs/lm --steps 1800
 	$(PY) training/ship.py --export runs/lm/export
 

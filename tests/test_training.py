@@ -88,6 +88,27 @@ def test_mel_loss_is_zero_only_for_identical_audio():
     assert value.item() > 0 and torch.isfinite(y.grad).all()
 
 
+def test_mel_loss_resolves_harmonics_that_band_noise_imitates():
+    """A long window with many bands tells a harmonic tone from noise filtered to the same band
+    energy; this is why the band count grows with the window."""
+    sr, n = 16000, 16000
+    t = torch.arange(n) / sr
+    tone = sum(torch.sin(2 * torch.pi * 440 * h * t) / h for h in range(1, 9))[None, None]
+    spec = torch.fft.rfft(tone[0, 0])
+    noise = torch.fft.irfft(spec.abs() * torch.exp(2j * torch.pi * torch.rand(spec.shape, generator=torch.Generator().manual_seed(0))), n)
+    smooth = torch.nn.functional.avg_pool1d(torch.fft.rfft(noise).abs()[None, None], 201, 1, 100)[0, 0]  # smear the partials
+    smeared = torch.fft.irfft(smooth * torch.exp(2j * torch.pi * torch.rand(spec.shape, generator=torch.Generator().manual_seed(1))), n)
+    smeared = (smeared * tone.std() / smeared.std())[None, None]
+    coarse = MultiResolutionMelLoss(sr, n_ffts=(2048,), n_mels=(16,))(smeared, tone).item()
+    fine = MultiResolutionMelLoss(sr, n_ffts=(2048,), n_mels=(320,))(smeared, tone).item()
+    assert fine > 1.5 * coarse, (fine, coarse)
+
+
+def test_mel_loss_needs_one_band_count_per_window():
+    with pytest.raises(ValueError, match="one band count per STFT size"):
+        MultiResolutionMelLoss(8000, n_ffts=(128, 256), n_mels=(16,))
+
+
 TINY_CODEC = dict(sampling_rate=8000, num_filters=4, hidden_size=8, codebook_size=16, upsampling_ratios=[4, 4])
 
 

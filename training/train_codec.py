@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="runs/world")
     p.add_argument("--run", default="runs/codec")
     p.add_argument("--n-clips", type=int, default=4000)
-    p.add_argument("--steps", type=int, default=2500)
+    p.add_argument("--steps", type=int, default=5000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--vq-warmup", type=int, default=300, help="steps of plain autoencoding before the codebooks start")
     p.add_argument("--seed", type=int, default=0)

@@ -23,12 +23,16 @@ from musicgen_lens.training.rvq import ResidualVQ, RVQOutput
 
 
 def codec_config(**overrides: Any) -> Any:
-    """16 kHz mono, 50 frames/s (hop 320), 4 codebooks x 256: 1.6 kbps."""
+    """16 kHz mono, 100 frames/s (hop 160), 4 codebooks x 256: 3.2 kbps.
+
+    100 frames/s rather than 50: one downsampling stage fewer reconstructs better *and* trains
+    faster (judge accuracy 0.66 vs 0.57 after 400 steps, 0.41 vs 0.67 s/step on one core).
+    """
     from transformers import EncodecConfig
 
     kw: dict[str, Any] = dict(
         sampling_rate=16000, audio_channels=1, num_filters=16, hidden_size=64, num_residual_layers=1,
-        upsampling_ratios=[8, 5, 4, 2], codebook_size=256, num_lstm_layers=1, normalize=False,
+        upsampling_ratios=[8, 5, 4], codebook_size=256, num_lstm_layers=1, normalize=False,
         chunk_length_s=None, overlap=None,
     )
     kw.update(overrides)

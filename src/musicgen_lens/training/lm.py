@@ -26,7 +26,7 @@ from musicgen_lens.conditioning import Conditioning
 from musicgen_lens.generation import apply_delay_pattern
 from musicgen_lens.training.codec import lr_at, save_state
 
-ARCH: dict[str, Any] = dict(n_layers=4, d_model=128, n_heads=4, d_mlp=512, n_ctx=512, d_text=64, text_layers=2)
+ARCH: dict[str, Any] = dict(n_layers=4, d_model=128, n_heads=4, d_mlp=512, n_ctx=1024, d_text=64, text_layers=2)
 
 
 def world_words(texts: Sequence[str]) -> list[str]:

@@ -10,16 +10,25 @@ from torch import Tensor, nn
 
 
 class MultiResolutionMelLoss(nn.Module):
-    """Sum over STFT sizes of L1(mel) + L1(log mel), as in EnCodec's spectral term (no GAN)."""
+    """Sum over STFT sizes of L1(mel) + L1(log mel), as in EnCodec's spectral term (no GAN).
 
-    def __init__(self, sample_rate: int, n_ffts: Sequence[int] = (256, 512, 1024, 2048), n_mels: int = 64):
+    The mel resolution grows with the window (DAC's scales: 10 bands at 64 samples up to 320 at
+    2048). With a fixed 64 bands the long windows cannot tell a harmonic from noise in the same
+    band, and the codec learned to smear harmonics into band-limited noise (judge accuracy on
+    reconstructions 0.43 vs 0.57 after 400 steps, same everything else).
+    """
+
+    def __init__(self, sample_rate: int, n_ffts: Sequence[int] = (64, 128, 256, 512, 1024, 2048), n_mels: Sequence[int] | None = None):
         super().__init__()
         from transformers.audio_utils import mel_filter_bank
 
         self.n_ffts = tuple(n_ffts)
-        for n_fft in self.n_ffts:
+        n_mels = tuple(n_mels) if n_mels is not None else tuple(n * 5 // 32 for n in self.n_ffts)
+        if len(n_mels) != len(self.n_ffts):
+            raise ValueError(f"n_mels needs one band count per STFT size ({len(self.n_ffts)}), got {len(n_mels)}")
+        for n_fft, bands in zip(self.n_ffts, n_mels):
             bank = mel_filter_bank(
-                num_frequency_bins=n_fft // 2 + 1, num_mel_filters=min(n_mels, n_fft // 8), min_frequency=0.0,
+                num_frequency_bins=n_fft // 2 + 1, num_mel_filters=bands, min_frequency=0.0,
                 max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm="slaney", mel_scale="slaney",
             )
             self.register_buffer(f"mel_{n_fft}", torch.tensor(bank, dtype=torch.float32), persistent=False)
