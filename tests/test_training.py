@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -233,3 +235,38 @@ def test_load_split_reads_rows_without_audio(tmp_path):
     assert audio.dtype == np.int16 and audio.shape == (len(rows), 64000)
     with pytest.raises(FileNotFoundError, match="build_dataset"):
         load_split(tmp_path / "missing", "train")
+
+
+def test_checkpoint_restores_modules_optimisers_and_generators_in_place(tmp_path):
+    from musicgen_lens.training.checkpoint import load_checkpoint, save_checkpoint
+
+    def objects(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Linear(3, 2)
+        return dict(net=net, opt=torch.optim.AdamW(net.parameters()), gen=torch.Generator().manual_seed(seed), rng=np.random.default_rng(seed))
+
+    a = objects(0)
+    a["net"](torch.randn(4, 3)).sum().backward()
+    a["opt"].step()
+    torch.rand(3, generator=a["gen"]), a["rng"].random()
+    assert load_checkpoint(tmp_path / "state.pt", **a) == 0  # nothing saved yet: untouched
+    save_checkpoint(tmp_path / "state.pt", 7, **a)
+    b = objects(1)
+    assert load_checkpoint(tmp_path / "state.pt", **b) == 7
+    assert torch.equal(a["net"].weight, b["net"].weight)
+    assert torch.equal(a["opt"].state_dict()["state"][0]["exp_avg"], b["opt"].state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(torch.rand(3, generator=a["gen"]), torch.rand(3, generator=b["gen"]))
+    assert a["rng"].random() == b["rng"].random()
+
+
+def test_a_resumed_log_drops_the_steps_it_will_redo(tmp_path):
+    from musicgen_lens.training.checkpoint import open_log
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps(dict(step=s, loss=1.0)) + "\n" for s in range(1, 16)))  # killed at 15, saved at 10
+    with open_log(path, 10) as log:
+        log.write(json.dumps(dict(step=11, loss=0.5)) + "\n")
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == list(range(1, 12))
+    with open_log(tmp_path / "new.jsonl", 0) as log:
+        log.write("{}\n")
+    assert (tmp_path / "new.jsonl").read_text() == "{}\n"

@@ -8,7 +8,6 @@ end, `encodec/` (`EncodecModel.save_pretrained`).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from musicgen_lens._atomic import atomic_path
+from musicgen_lens.training.checkpoint import load_checkpoint, lr_at, open_log, save_checkpoint
 from musicgen_lens.training.losses import MultiResolutionMelLoss
 from musicgen_lens.training.rvq import ResidualVQ, RVQOutput
 
@@ -56,17 +55,6 @@ def init_weights(model: torch.nn.Module) -> None:
             weight_norm.original0.fill_(1.0)
             if getattr(module, "bias", None) is not None:
                 module.bias.zero_()
-
-
-def save_state(path: Path, **state: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int = 100) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
 def train_codec(
@@ -122,20 +110,13 @@ def train_codec(
     opt = torch.optim.AdamW(trained, lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
     mel_loss = MultiResolutionMelLoss(cfg.sampling_rate)
     gen = torch.Generator().manual_seed(seed)
-    step = 0
     state_path = run_dir / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        rvq.load_state_dict(state["rvq"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        rvq.generator.set_state(state["rvq_gen"])
-        step = state["step"]
+    run_state = dict(model=model, rvq=rvq, opt=opt, gen=gen, rvq_gen=rvq.generator)
+    step = load_checkpoint(state_path, **run_state)
     model.train()
     rvq.train(not decoder_only)
     bar = tqdm(total=steps, initial=step, desc="codec", disable=not progress)
-    log = open(run_dir / "log.jsonl", "a")
+    log = open_log(run_dir / "log.jsonl", step)
     t0 = time.time()
     while step < steps:
         clip = torch.randint(0, audio.shape[0], (batch_size,), generator=gen)
@@ -164,7 +145,7 @@ def train_codec(
         log.write(json.dumps(dict(step=step, loss=loss.item(), mel=rec.item(), wave=wave.item(), commit=q.commit_loss.item(), dead=q.dead_codes, t=time.time() - t0)) + "\n")
         if step % save_every == 0 or step == steps:
             log.flush()
-            save_state(state_path, model=model.state_dict(), rvq=rvq.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rvq_gen=rvq.generator.get_state(), step=step)
+            save_checkpoint(state_path, step, **run_state)
     bar.close()
     log.close()
     return export_codec(run_dir, cfg)

@@ -13,7 +13,6 @@ batch so classifier-free guidance works, and descriptions are randomly shortened
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 
 from musicgen_lens.conditioning import Conditioning
 from musicgen_lens.generation import apply_delay_pattern
-from musicgen_lens.training.codec import lr_at, save_state
+from musicgen_lens.training.checkpoint import load_checkpoint, lr_at, open_log, save_checkpoint
 
 ARCH: dict[str, Any] = dict(n_layers=4, d_model=128, n_heads=4, d_mlp=512, n_ctx=1024, d_text=64, text_layers=2)
 
@@ -137,19 +136,13 @@ def train_lm(
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    step = 0
     state_path = run_dir / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        rng.bit_generator.state = state["rng"]
-        step = state["step"]
+    run_state = dict(model=model, opt=opt, gen=gen, rng=rng)
+    step = load_checkpoint(state_path, **run_state)
     pad = model.cfg.pad_token_id
     model.train()
     bar = tqdm(total=steps, initial=step, desc="decoder", disable=not progress)
-    log = open(run_dir / "log.jsonl", "a")
+    log = open_log(run_dir / "log.jsonl", step)
     t0 = time.time()
     while step < steps:
         idx = torch.randint(0, codes.shape[0], (batch_size,), generator=gen)
@@ -172,7 +165,7 @@ def train_lm(
         log.write(json.dumps(entry) + "\n")
         if step % save_every == 0 or step == steps:
             log.flush()
-            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=rng.bit_generator.state, step=step)
+            save_checkpoint(state_path, step, **run_state)
     bar.close()
     log.close()
     model.eval()
