@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import MusicgenForConditionalGeneration
 
-from musicgen_lens.generation import apply_delay_pattern, delays, filter_logits, revert_delay_pattern
+from musicgen_lens.generation import apply_delay_pattern, delays, filter_logits, revert_delay_pattern, sample_next
 
 from conftest import PROMPTS
 
@@ -98,6 +98,36 @@ def test_top_k_and_top_p_restrict_support():
     assert probs[:2].sum() >= 0.8 > probs[:1].sum()
     kept = torch.isfinite(filter_logits(logits, top_k=3, top_p=0.99))[0, 0]
     assert kept.tolist() == [True, True, True, False, False]
+
+
+def _draws(logits, n, seed, **kw):
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(do_sample=True, temperature=1.0, top_k=0, top_p=0.0, generator=g) | kw
+    return torch.stack([sample_next(logits, **kw) for _ in range(n)])
+
+
+def test_sampling_follows_the_softmax():
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, -3.0]]])  # [batch 1, k 2, vocab 4]
+    draws = _draws(logits, 20000, seed=0)[:, 0]  # [n, k]
+    for k in range(2):
+        freq = torch.bincount(draws[:, k], minlength=4).float() / len(draws)
+        assert torch.allclose(freq, logits[0, k].softmax(-1), atol=0.015), (k, freq)
+    hot = _draws(logits, 2000, seed=0, temperature=0.25)[:, 0, 0]
+    assert (hot == 0).float().mean() > 0.97  # low temperature sharpens towards the argmax
+
+
+def test_one_seed_couples_draws_of_nearby_distributions():
+    """Gumbel-max shares the noise between runs: a small change of the logits changes few draws
+    (a counterfactual pair), while the marginal of each run stays its own softmax."""
+    logits = torch.randn(1, 4, 64, generator=torch.Generator().manual_seed(1)) * 2
+    nudged = logits.clone()
+    nudged[..., 0] += 0.3
+    a, b = _draws(logits, 500, seed=3), _draws(nudged, 500, seed=3)
+    same = (a == b).float().mean()
+    assert same > 0.9
+    moved_to_0 = ((b == 0) & (a != 0)).float().mean()
+    assert moved_to_0 > 0 and torch.all((a == b) | (b == 0))  # the only change: draws that now pick the boosted code
+    assert (_draws(logits, 500, seed=4) == a).float().mean() < 0.5  # another seed is another draw
 
 
 def test_sampled_codes_stay_in_top_k(model):

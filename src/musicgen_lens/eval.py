@@ -291,7 +291,9 @@ def eval_steering(
     success: the judge hears `target` after `start`; fidelity: what the prompt asked for and the
     unsteered music had - the prompted style's probability (its drop is the "fidelity drop"),
     chroma and onset correlation with the unsteered generation, tempo kept; and the codes before
-    `start` are bit-identical to the unsteered run.
+    `start` are bit-identical to the unsteered run. Both runs share their sampling noise (one
+    seed, Gumbel-max), so `codes_kept_after_start` is the share of codes the steering left as
+    they were: a counterfactual pair, not two unrelated samples.
     """
     import torch
 
@@ -303,12 +305,13 @@ def eval_steering(
     prompt = f"{style} {source} melody"
     cut = int(round(start * model.sample_rate))
     frame = int(round(start * model.frame_rate))
-    originals, steereds, prefix_same = [], [], []
+    originals, steereds, prefix_same, kept = [], [], [], []
     for seed in range(n):
         kw = dict(duration=duration, seed=seed, progress=False)
         a = model.generate([prompt], **kw)
         b = model.generate([prompt], steering=[Intervention(concept.vector, alpha=alpha, start=start)], **kw)
         prefix_same.append(bool(torch.equal(a[..., :frame], b[..., :frame])))
+        kept.append(float((a[..., frame:] == b[..., frame:]).float().mean()))
         with torch.no_grad():
             audio = model.decode(torch.cat([a, b])).float().mean(1).cpu().numpy()
         originals.append(audio[0, cut:])
@@ -326,6 +329,7 @@ def eval_steering(
         style_prob_unsteered=style_before, style_prob_steered=style_after, fidelity_drop=style_before - style_after,
         chroma_corr=float(np.mean([f.chroma_corr for f in fid])), onset_corr=float(np.mean([f.onset_corr for f in fid])),
         tempo_kept=float(np.mean([f.tempo_kept for f in fid])), frames_before_start_identical=float(np.mean(prefix_same)),
+        codes_kept_after_start=float(np.mean(kept)),
     )
 
 
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m musicgen_lens.eval", description=main.__doc__)
     p.add_argument("what", nargs="*", help="any of codec, prompts, steering (default: all three)")
     p.add_argument("--model", default="toy")
-    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.5, 1.0], help="steering strength(s); one steering result per value")
     p.add_argument("--layer", type=int, default=None)
     p.add_argument("--n", type=int, default=10, help="generations for the steering evaluation")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -357,7 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     if "prompts" in args.what:
         results["prompts"] = eval_prompts(model)
     if "steering" in args.what:
-        results["steering"] = eval_steering(model, alpha=args.alpha, layer=args.layer, n=args.n)
+        from musicgen_lens.recipes import timbre_concept
+
+        concept = timbre_concept(model, "trumpet", "violin", style="classical", layer=args.layer)  # one probe for every alpha
+        results["steering"] = [eval_steering(model, alpha=a, layer=args.layer, n=args.n, concept=concept) for a in args.alpha]
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

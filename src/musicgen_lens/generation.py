@@ -169,9 +169,11 @@ def sample_next(
     if not do_sample:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits / temperature, top_k, top_p)
-    probs = logits.softmax(dim=-1)
-    flat = torch.multinomial(probs.flatten(0, 1), 1, generator=generator)
-    return flat.view(probs.shape[:-1])
+    # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits), and the noise does
+    # not depend on the logits. Two runs with one seed (steered and unsteered) share every draw, so
+    # a code differs only where the intervention moved the distribution enough to change it.
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(min=torch.finfo(torch.float32).tiny)
+    return (logits - torch.log(-torch.log(uniform))).argmax(dim=-1)
 
 
 # ---------------------------------------------------------------------------- generate
@@ -307,7 +309,9 @@ def generate(
     duration / max_new_frames count *new* audio. guidance_scale > 1 turns on classifier-free
     guidance: the batch runs as [conditional rows; unconditional rows] and hooks see both
     (`hook.ctx.cond_rows`). top_k / top_p of 0 disable them; both may be on (top-k first, as
-    Hugging Face). `seed` uses its own torch.Generator, leaving the global RNG alone.
+    Hugging Face). `seed` uses its own torch.Generator, leaving the global RNG alone. Sampling
+    is Gumbel-max, so runs with one seed share their noise: a steered and an unsteered generation
+    (or a patched one) differ only where the intervention changed a draw, a counterfactual pair.
     `audio_prompt` (a path, or audio [channels, samples] / [batch, channels, samples] at
     model.sample_rate) is encoded with the model's EnCodec and continued, like audiocraft's
     `generate_continuation`; `prompt_offset` / `prompt_duration` (seconds) cut it first, e.g.
