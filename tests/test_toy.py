@@ -82,3 +82,26 @@ def test_steering_evaluation_compares_a_counterfactual_pair(toy):
     on = eval_steering(toy, alpha=2.0, **kw)
     assert on["frames_before_start_identical"] == 1.0
     assert on["codes_kept_after_start"] < 1.0
+
+
+def test_loading_does_not_warn_about_musicgens_pad_token():
+    """pad/BOS = codebook_size is MusicGen's convention; transformers' generic check flags it."""
+    import logging
+
+    import transformers.utils.logging as hf_logging
+    from transformers import MusicgenForConditionalGeneration
+
+    hf_logging.warning_once.cache_clear()
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    check = logging.getLogger("transformers.configuration_utils")
+    check.addHandler(handler)
+    try:
+        HookedMusicGen.from_pretrained("toy", device="cpu")
+        assert not [m for m in seen if "token_id" in m]
+        hf_logging.warning_once.cache_clear()
+        MusicgenForConditionalGeneration.from_pretrained(resolve("toy"))  # the check itself is still on
+        assert [m for m in seen if "pad_token_id" in m]
+    finally:
+        check.removeHandler(handler)

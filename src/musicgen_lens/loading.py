@@ -7,8 +7,10 @@ edited here can be written back as a Hugging Face checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -197,6 +199,24 @@ def _check_loaded(model: "HookedMusicGen", state: dict[str, torch.Tensor]) -> No
         raise KeyError(f"These decoder parameters were not filled from the checkpoint: {missing}")
 
 
+class _SpecialTokenCheck(logging.Filter):
+    """MusicGen's pad/BOS id is codebook_size, one past the codes (the delay pattern's pad);
+    transformers' generic config check calls it out of vocabulary on every MusicGen load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "_token_id must be `None` or an integer within the vocabulary" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_special_token_check() -> Iterator[None]:
+    check_logger, quiet = logging.getLogger("transformers.configuration_utils"), _SpecialTokenCheck()
+    check_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        check_logger.removeFilter(quiet)
+
+
 def from_pretrained(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
@@ -212,10 +232,11 @@ def from_pretrained(
     name_or_path = resolve(name_or_path)
     from transformers import AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
-    hf_config = AutoConfig.from_pretrained(str(name_or_path))
-    is_melody = hf_config.model_type == "musicgen_melody"
-    hf_class = MusicgenMelodyForConditionalGeneration if is_melody else MusicgenForConditionalGeneration
-    hf_model = hf_class.from_pretrained(str(name_or_path), dtype=dtype or torch.float32)
+    with _quiet_special_token_check():
+        hf_config = AutoConfig.from_pretrained(str(name_or_path))
+        is_melody = hf_config.model_type == "musicgen_melody"
+        hf_class = MusicgenMelodyForConditionalGeneration if is_melody else MusicgenForConditionalGeneration
+        hf_model = hf_class.from_pretrained(str(name_or_path), dtype=dtype or torch.float32)
     chroma_extractor = _chroma_extractor(name_or_path, hf_config) if is_melody else None
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
