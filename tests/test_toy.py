@@ -91,6 +91,8 @@ def test_loading_does_not_warn_about_musicgens_pad_token():
     import transformers.utils.logging as hf_logging
     from transformers import MusicgenForConditionalGeneration
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()  # other libraries loaded by the suite lower it
     hf_logging.warning_once.cache_clear()
     seen: list[str] = []
     handler = logging.Handler()
@@ -105,3 +107,4 @@ def test_loading_does_not_warn_about_musicgens_pad_token():
         assert [m for m in seen if "pad_token_id" in m]
     finally:
         check.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)
