@@ -85,8 +85,20 @@ def swap_codec_decoder(hf, path: str) -> None:
     hf.audio_encoder.load_state_dict(new)
 
 
+def codec_steps(encodec_dir: str | None) -> int:
+    """Steps of the codec run that wrote `encodec_dir` (its run folder's last logged step)."""
+    if encodec_dir is None:
+        return 0
+    log = Path(encodec_dir).parent / "log.jsonl"
+    last = log.read_text().strip().splitlines()[-1]
+    return int(json.loads(last)["step"])
+
+
 def model_card(stats: dict, model, args) -> str:
     cfg = model.cfg
+    codec_text = f"codec training: {codec_steps(args.codec)} steps (batch 8 x 1 s, AdamW 1e-3, first 300 without quantisation)"
+    if args.final_codec:
+        codec_text += f", then {codec_steps(args.final_codec)} decoder-only steps (lr 5e-4; encoder and codebooks frozen, so codes are unchanged)"
     world = {k: (list(v) if isinstance(v, tuple) else v) for k, v in WORLD.items()}
     return f"""# musicgen-lens toy MusicGen
 
@@ -103,7 +115,7 @@ tempi 60-180 BPM, keys, and a tabla accompaniment.
 - training: {stats['steps']} steps, batch {stats['batch_size']}, AdamW lr {args.lr}, seed {args.seed}, {stats['minutes']:.0f} min on {platform.machine()} CPU;
   text dropped for 10% of items (CFG), descriptions randomly shortened
 - final train loss {stats['final_train_loss']:.3f}; test loss with text {stats['val_loss_text']:.3f}, without text {stats['val_loss_no_text']:.3f} (mean cross-entropy over codebooks, nats)
-- codec training: 5000 steps (batch 8 x 1 s, AdamW 1e-3, first 300 without quantisation), then 1200 decoder-only steps (lr 5e-4; encoder and codebooks frozen, so codes are unchanged); multi-resolution mel (10 to 320 bands for windows of 64 to 2048 samples) + 0.1 waveform L1 + commitment; no adversarial loss
+- {codec_text}; multi-resolution mel (10 to 320 bands for windows of 64 to 2048 samples) + 0.1 waveform L1 + commitment; no adversarial loss
 - known weakness: no adversarial loss, so reconstructions carry a noise floor in quiet passages that clean audio lacks (judge accuracy on reconstructions 0.81 vs 0.95 clean); measure what a clean-trained classifier hears in reconstructions with `make eval`; see the README's "The embedded toy model"
 - stored in float16; `from_pretrained` loads it as float32
 - reproduce: `make train` (training/train_codec.py, training/train_lm.py, training/ship.py)
