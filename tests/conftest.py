@@ -61,4 +61,23 @@ def random_codes(model: HookedMusicGen, batch: int = 2, pos: int = 70, seed: int
     return torch.randint(0, model.cfg.d_vocab + 1, (batch, model.cfg.n_codebooks, pos), generator=gen)
 
 
+def assert_cached_steps_equal_full_forward(model: HookedMusicGen, cond, frames: int) -> list[int]:
+    """Every KV-cached generation step's logits equal the full forward's at the position the step
+    ends on; returns each step's start position (negative while a melody prefix is read)."""
+    seq = model.generate(cond=cond, max_new_frames=frames, seed=3, return_delayed=True, guidance_scale=1.0)
+    steps = []
+
+    def grab(logits, hook):
+        if hook.ctx.generating:
+            steps.append((hook.ctx.start, hook.ctx.length, logits.clone()))
+
+    model.generate(cond=cond, max_new_frames=frames, seed=3, guidance_scale=1.0, fwd_hooks=[("hook_logits", grab)])
+    with torch.no_grad():
+        full = model(seq, cond)
+    assert len(steps) == seq.shape[-1] - 1
+    for start, length, logits in steps:
+        torch.testing.assert_close(logits[:, :, -1], full[:, :, start + length - 1], atol=1e-4, rtol=0)
+    return [start for start, _, _ in steps]
+
+
 PROMPTS = ["classical trumpet melody at 120 bpm", "rock"]

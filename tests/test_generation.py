@@ -8,7 +8,7 @@ from transformers import MusicgenForConditionalGeneration
 
 from musicgen_lens.generation import apply_delay_pattern, delays, filter_logits, revert_delay_pattern, sample_next
 
-from conftest import PROMPTS
+from conftest import PROMPTS, assert_cached_steps_equal_full_forward
 
 
 def hf_generate_codes(hf, model, texts, n_frames, **kwargs):
@@ -59,20 +59,7 @@ def test_delay_pattern_round_trip_and_layout():
 
 
 def test_cached_steps_equal_full_forward(model):
-    cond = model.condition(PROMPTS)
-    seq = model.generate(cond=cond, max_new_frames=20, seed=3, return_delayed=True, guidance_scale=1.0)
-    step_logits = []
-
-    def grab(logits, hook):
-        if hook.ctx.generating:
-            step_logits.append((hook.ctx.start, hook.ctx.length, logits.clone()))
-
-    model.generate(cond=cond, max_new_frames=20, seed=3, guidance_scale=1.0, fwd_hooks=[("hook_logits", grab)])
-    with torch.no_grad():
-        full = model(seq, cond)
-    assert len(step_logits) == seq.shape[-1] - 1
-    for start, length, logits in step_logits:
-        torch.testing.assert_close(logits[:, :, -1], full[:, :, start + length - 1], atol=1e-4, rtol=0)
+    assert_cached_steps_equal_full_forward(model, model.condition(PROMPTS), frames=20)
 
 
 def test_seed_reproducible_and_global_rng_untouched(model):

@@ -30,7 +30,7 @@ from musicgen_lens.steering import Intervention
 from musicgen_lens.tiny import save_tiny_melody_checkpoint, tiny_hf_config
 
 from test_generation import hf_generate_codes
-from conftest import PROMPTS, random_codes
+from conftest import PROMPTS, assert_cached_steps_equal_full_forward, random_codes
 
 MELODY_CONFIGS: dict[str, dict] = {
     "melody": {},
@@ -361,19 +361,8 @@ def test_greedy_generation_equals_hugging_face(name, guidance_scale, load_pair):
 
 def test_cached_steps_equal_full_forward(mel):
     cond = mel.condition(PROMPTS, chroma=random_chroma(2, 4, 12))
-    seq = mel.generate(cond=cond, max_new_frames=15, seed=3, return_delayed=True, guidance_scale=1.0)
-    steps = []
-
-    def grab(logits, hook):
-        if hook.ctx.generating:
-            steps.append((hook.ctx.start, hook.ctx.length, logits.clone()))
-
-    mel.generate(cond=cond, max_new_frames=15, seed=3, guidance_scale=1.0, fwd_hooks=[("hook_logits", grab)])
-    with torch.no_grad():
-        full = mel(seq, cond)
-    assert len(steps) == seq.shape[-1] - 1 and steps[0][0] == -mel.n_prefix(cond)
-    for start, length, logits in steps:
-        torch.testing.assert_close(logits[:, :, -1], full[:, :, start + length - 1], atol=1e-4, rtol=0)
+    starts = assert_cached_steps_equal_full_forward(mel, cond, frames=15)
+    assert starts[0] == -mel.n_prefix(cond)  # the first step reads the melody prefix
 
 
 def test_melody_only_generation_and_steering_window(mel):
