@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from transformers.audio_utils import chroma_filter_bank
 
+from musicgen_lens.conditioning import broadcast_melodies
+
 __all__ = ["ChromaExtractor", "load_melody"]
 
 
@@ -181,8 +183,6 @@ def load_melody(
     longest = max(w.shape[-1] for w in wavs)
     padded = torch.stack([F.pad(w, (0, longest - w.shape[-1])) for w in wavs])
     chroma = extractor(padded)
-    if batch is not None and chroma.shape[0] != batch:
-        if chroma.shape[0] != 1:
-            raise ValueError(f"there are {chroma.shape[0]} melodies for {batch} prompts; pass one melody or one per prompt")
-        chroma = chroma.expand(batch, -1, -1)
+    if batch is not None:
+        chroma = broadcast_melodies(chroma, batch)
     return chroma.to(device) if device is not None else chroma

@@ -29,6 +29,15 @@ def null_chroma(batch: int, frames: int, n_chroma: int, device: torch.device | s
     return out
 
 
+def broadcast_melodies(chroma: Float[torch.Tensor, "n frames n_chroma"], batch: int) -> Float[torch.Tensor, "batch frames n_chroma"]:
+    """One melody for every prompt, or one per prompt; anything else is an error."""
+    if chroma.shape[0] == batch:
+        return chroma
+    if chroma.shape[0] != 1:
+        raise ValueError(f"there are {chroma.shape[0]} melodies for {batch} prompts; pass one melody or one per prompt")
+    return chroma.expand(batch, -1, -1)
+
+
 @dataclass
 class Conditioning:
     """What the decoder reads: text states [batch, text_pos, d_cond] and their padding mask.

@@ -32,7 +32,7 @@ from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 from musicgen_lens.components import KVCache
-from musicgen_lens.conditioning import Conditioning
+from musicgen_lens.conditioning import Conditioning, broadcast_melodies
 
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
@@ -242,11 +242,7 @@ def _resolve_conditioning(
     elif cond is None:
         cond = model.null_condition(batch_size or 1)
     if chroma is not None:
-        if chroma.shape[0] == 1 and cond.batch > 1:
-            chroma = chroma.expand(cond.batch, -1, -1)
-        if chroma.shape[0] != cond.batch:
-            raise ValueError(f"there are {chroma.shape[0]} melodies for {cond.batch} prompts; pass one melody or one per prompt")
-        cond = cond.with_chroma(chroma)
+        cond = cond.with_chroma(broadcast_melodies(chroma, cond.batch))
     if batch_size is not None and cond.batch != batch_size:
         raise ValueError(f"batch_size={batch_size} but the conditioning has batch {cond.batch}")
     return model.resolve_cond(cond, cond.batch)

@@ -29,7 +29,7 @@ from transformer_lens.hook_points import HookPoint
 
 from musicgen_lens.chroma import ChromaExtractor
 from musicgen_lens.components import ChromaProjection, CondProjection, Embed, KVCache, LayerNorm, PosEmbed, TransformerBlock, Unembed
-from musicgen_lens.conditioning import Conditioning, TextEncoder
+from musicgen_lens.conditioning import Conditioning, TextEncoder, broadcast_melodies
 from musicgen_lens.config import MusicGenConfig
 from musicgen_lens.generation import HookContext, delays
 
@@ -266,11 +266,7 @@ class HookedMusicGen(HookedRootModule):
                 empty = torch.zeros(chroma.shape[0], 0, self.cfg.d_cond, device=self.device, dtype=self.cfg.dtype)
                 return Conditioning(empty, torch.zeros(chroma.shape[0], 0, dtype=torch.bool, device=self.device), [], chroma)
             cond = self.condition(texts, input_ids=input_ids, attention_mask=attention_mask)
-            if chroma.shape[0] == 1 and cond.batch > 1:
-                chroma = chroma.expand(cond.batch, -1, -1)
-            if chroma.shape[0] != cond.batch:
-                raise ValueError(f"there are {chroma.shape[0]} melodies for {cond.batch} prompts; pass one melody or one per prompt")
-            return cond.with_chroma(chroma)
+            return cond.with_chroma(broadcast_melodies(chroma, cond.batch))
         if self.text_encoder is None:
             raise RuntimeError("This model has no text encoder; build Conditioning(states, mask) yourself")
         if texts is not None:
