@@ -15,9 +15,9 @@ from transformers import (
     MusicgenForConditionalGeneration,
     T5Config,
 )
-from transformers.utils import logging as hf_logging
 
 from musicgen_lens.codec import Codec
+from musicgen_lens.loading import _quiet_special_token_check
 from musicgen_lens.tiny import calibrate_codebooks
 
 HOP = 8 * 5 * 4  # product of upsampling_ratios
@@ -77,9 +77,7 @@ def codec(encodec):
 
 @pytest.fixture(scope="module")
 def stereo_musicgen():
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # silence "pad_token_id outside the vocabulary" (pad = vocab_size, as in MusicGen)
-    try:
+    with _quiet_special_token_check():  # pad = vocab_size, as in MusicGen
         torch.manual_seed(0)
         config = MusicgenConfig(
             text_encoder=T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2),
@@ -98,8 +96,6 @@ def stereo_musicgen():
             ),
         )
         model = MusicgenForConditionalGeneration(config).eval()
-    finally:
-        hf_logging.set_verbosity(verbosity)
     fill_codebooks(model.audio_encoder, seed=2)
     return model
 

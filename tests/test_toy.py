@@ -92,7 +92,7 @@ def test_loading_does_not_warn_about_musicgens_pad_token():
     from transformers import MusicgenForConditionalGeneration
 
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_warning()  # other libraries loaded by the suite lower it
+    hf_logging.set_verbosity_warning()  # importing transformer_lens.model_bridge sets it to ERROR for the whole process
     hf_logging.warning_once.cache_clear()
     seen: list[str] = []
     handler = logging.Handler()
