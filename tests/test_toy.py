@@ -75,11 +75,10 @@ def test_steering_evaluation_compares_a_counterfactual_pair(toy):
     from musicgen_lens.recipes import timbre_concept
 
     concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0)
-    kw = dict(n=1, duration=2.0, start=1.0, concept=concept)
-    off = eval_steering(toy, alpha=0.0, **kw)  # the identity intervention: one seed, one sample
+    off, on = eval_steering(toy, alphas=(0.0, 2.0), n=1, duration=2.0, start=1.0, concept=concept)
+    # alpha 0 is the identity intervention: one seed, one sample
     assert off["codes_kept_after_start"] == 1.0 and off["fidelity_drop"] == 0.0
     assert off["chroma_corr"] > 0.99 and off["target_rate_steered"] == off["target_rate_unsteered"]
-    on = eval_steering(toy, alpha=2.0, **kw)
     assert on["frames_before_start_identical"] == 1.0
     assert on["codes_kept_after_start"] < 1.0
 

@@ -19,7 +19,7 @@ from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
 from musicgen_lens.eval import clean_classifier, fidelity
-from musicgen_lens.recipes import default_layer, steer_and_compare, timbre_concept
+from musicgen_lens.recipes import codes_kept, default_layer, steer_and_compare, timbre_concept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generating {args.seconds:g} s of {args.prompt!r}, steered towards {args.target} from second {args.steer_from:g} ...")
     result = steer_and_compare(model, args.prompt, concept, alpha=args.alpha, start=args.steer_from, duration=args.seconds, seed=args.seed)
     frame = int(round(args.steer_from * model.frame_rate))
-    same_before = bool(torch.equal(result.codes_original[..., :frame], result.codes_steered[..., :frame]))
-    changed_after = float((result.codes_original[..., frame:] != result.codes_steered[..., frame:]).float().mean())
+    same_before, kept_after = codes_kept(result.codes_original, result.codes_steered, frame)
 
     print("judging with the clean-trained concept classifiers ...")
     sr, cut = model.sample_rate, int(round(args.steer_from * model.sample_rate))
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- steering vector: bias-free MSE regression probe, {args.target} (+1) vs {args.source} (-1) clips, `{concept.hook}`; "
         f"held-out sign accuracy {concept.accuracy:.2f}",
         f"- intervention: norm-relative, alpha {args.alpha}, conditional branch, from second {args.steer_from:g}",
-        f"- codes before second {args.steer_from:g} bit-identical to the unsteered run: **{same_before}**; codes changed after: {100 * changed_after:.0f}%",
+        f"- codes before second {args.steer_from:g} bit-identical to the unsteered run: **{same_before}**; codes changed after: {100 * (1 - kept_after):.0f}%",
         f"- fidelity after second {args.steer_from:g} (steered vs original): chroma correlation {fid.chroma_corr:.2f}, "
         f"onset correlation {fid.onset_corr:.2f}, tempo {fid.tempo_reference:.0f} -> {fid.tempo_other:.0f} BPM",
         "",

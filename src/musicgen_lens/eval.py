@@ -290,9 +290,10 @@ def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, s
 
 def eval_steering(
     model: Any, source: str = "trumpet", target: str = "violin", *, style: str = "classical", n: int = 10,
-    alpha: float = 0.5, layer: int | None = None, start: float = 2.0, duration: float = 4.0, concept: Any = None,
-) -> dict[str, Any]:
-    """Timbre steering source -> target from `start` seconds, judged on the audio after `start`.
+    alphas: Sequence[float] = (0.5,), layer: int | None = None, start: float = 2.0, duration: float = 4.0, concept: Any = None,
+) -> list[dict[str, Any]]:
+    """Timbre steering source -> target from `start` seconds, judged on the audio after `start`;
+    one result per alpha (the unsteered generations and the probe are shared).
 
     success: the judge hears `target` after `start`; fidelity: what the prompt asked for and the
     unsteered music had - the prompted style's probability (its drop is the "fidelity drop"),
@@ -303,7 +304,7 @@ def eval_steering(
     """
     import torch
 
-    from musicgen_lens.recipes import timbre_concept
+    from musicgen_lens.recipes import codes_kept, timbre_concept
     from musicgen_lens.steering import Intervention
 
     if concept is None:
@@ -311,32 +312,37 @@ def eval_steering(
     prompt = f"{style} {source} melody"
     cut = int(round(start * model.sample_rate))
     frame = int(round(start * model.frame_rate))
-    originals, steereds, prefix_same, kept = [], [], [], []
-    for seed in range(n):
-        kw = dict(duration=duration, seed=seed, progress=False)
-        a = model.generate([prompt], **kw)
-        b = model.generate([prompt], steering=[Intervention(concept.vector, alpha=alpha, start=start)], **kw)
-        prefix_same.append(bool(torch.equal(a[..., :frame], b[..., :frame])))
-        kept.append(float((a[..., frame:] == b[..., frame:]).float().mean()))
-        with torch.no_grad():
-            audio = model.decode(torch.cat([a, b])).float().mean(1).cpu().numpy()
-        originals.append(audio[0, cut:])
-        steereds.append(audio[1, cut:])
-    inst, sty = clean_classifier("instrument"), clean_classifier("style")
     sr = model.sample_rate
-    fid = [fidelity(o, s, sr) for o, s in zip(originals, steereds)]
+    inst, sty = clean_classifier("instrument"), clean_classifier("style")
+
+    def after_start(codes: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return model.decode(codes).float().mean(1).cpu().numpy()[0, cut:]
+
+    runs = [dict(duration=duration, seed=seed, progress=False) for seed in range(n)]
+    unsteered = [model.generate([prompt], **kw) for kw in runs]
+    originals = [after_start(codes) for codes in unsteered]
     style_before = float(sty.proba_of(originals, style, sr).mean())
-    style_after = float(sty.proba_of(steereds, style, sr).mean())
-    return dict(
-        prompt=prompt, target=target, alpha=alpha, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
-        target_rate_unsteered=float(np.mean(inst.predict(originals, sr) == target)),
-        target_rate_steered=float(np.mean(inst.predict(steereds, sr) == target)),
-        source_rate_unsteered=float(np.mean(inst.predict(originals, sr) == source)),
-        style_prob_unsteered=style_before, style_prob_steered=style_after, fidelity_drop=style_before - style_after,
-        chroma_corr=float(np.mean([f.chroma_corr for f in fid])), onset_corr=float(np.mean([f.onset_corr for f in fid])),
-        tempo_kept=float(np.mean([f.tempo_kept for f in fid])), frames_before_start_identical=float(np.mean(prefix_same)),
-        codes_kept_after_start=float(np.mean(kept)),
-    )
+    results = []
+    for alpha in alphas:
+        steering = [Intervention(concept.vector, alpha=alpha, start=start)]
+        steered = [model.generate([prompt], steering=steering, **kw) for kw in runs]
+        compared = [codes_kept(a, b, frame) for a, b in zip(unsteered, steered)]
+        steereds = [after_start(codes) for codes in steered]
+        fid = [fidelity(o, s, sr) for o, s in zip(originals, steereds)]
+        style_after = float(sty.proba_of(steereds, style, sr).mean())
+        results.append(dict(
+            prompt=prompt, target=target, alpha=alpha, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
+            target_rate_unsteered=float(np.mean(inst.predict(originals, sr) == target)),
+            target_rate_steered=float(np.mean(inst.predict(steereds, sr) == target)),
+            source_rate_unsteered=float(np.mean(inst.predict(originals, sr) == source)),
+            style_prob_unsteered=style_before, style_prob_steered=style_after, fidelity_drop=style_before - style_after,
+            chroma_corr=float(np.mean([f.chroma_corr for f in fid])), onset_corr=float(np.mean([f.onset_corr for f in fid])),
+            tempo_kept=float(np.mean([f.tempo_kept for f in fid])),
+            frames_before_start_identical=float(np.mean([same for same, _ in compared])),
+            codes_kept_after_start=float(np.mean([kept for _, kept in compared])),
+        ))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,10 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if "prompts" in args.what:
         results["prompts"] = eval_prompts(model)
     if "steering" in args.what:
-        from musicgen_lens.recipes import timbre_concept
-
-        concept = timbre_concept(model, "trumpet", "violin", style="classical", layer=args.layer)  # one probe for every alpha
-        results["steering"] = [eval_steering(model, alpha=a, layer=args.layer, n=args.n, concept=concept) for a in args.alpha]
+        results["steering"] = eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

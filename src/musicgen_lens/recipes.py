@@ -59,6 +59,12 @@ class SteeringResult:
     figure: "Figure | None" = None
 
 
+def codes_kept(original: torch.Tensor, steered: torch.Tensor, frame: int) -> tuple[bool, float]:
+    """Two generations' codes [..., frames] compared at `frame`: whether every code before it is
+    bit-identical, and the share of codes from it on that are unchanged."""
+    return bool(torch.equal(original[..., :frame], steered[..., :frame])), float((original[..., frame:] == steered[..., frame:]).float().mean())
+
+
 def _clip_items(model: "HookedMusicGen", specs: Sequence[ClipSpec], target: float, text: str | None) -> list[Item]:
     items = []
     for i, spec in enumerate(specs):
