@@ -130,6 +130,10 @@ def test_codec_training_resumes_exactly_and_exports_a_stock_model(tmp_path):
     loaded = EncodecModel.from_pretrained(out)
     assert loaded.quantizer.layers[0].codebook.embed.abs().sum() > 0  # real codebooks, not zeros
     assert export_codec(tmp_path / "straight", codec_config(**TINY_CODEC)).exists()
+    with pytest.raises(FileNotFoundError, match="directory of a codec run"):
+        export_codec(tmp_path / "never_trained", codec_config(**TINY_CODEC))
+    with pytest.raises(FileNotFoundError, match="directory of a codec run"):
+        train_codec(tmp_path / "ft", audio, steps=2, init_from=tmp_path / "never_trained", decoder_only=True, **kw)
 
 
 def test_codec_training_reduces_the_reconstruction_loss(tmp_path):

@@ -101,9 +101,7 @@ def train_codec(
     latents_per_batch = batch_size * seg // int(np.prod(cfg.upsampling_ratios))
     rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim, dead_threshold=0.1 * latents_per_batch / cfg.codebook_size, seed=seed)
     if init_from is not None:
-        start = torch.load(Path(init_from) / "state.pt", weights_only=False)
-        model.load_state_dict(start["model"])
-        rvq.load_state_dict(start["rvq"])
+        load_checkpoint(_finished_run(init_from), model=model, rvq=rvq)
     trained = list(model.decoder.parameters()) if decoder_only else list(model.parameters())
     if decoder_only:
         model.encoder.requires_grad_(False)
@@ -151,17 +149,22 @@ def train_codec(
     return export_codec(run_dir, cfg)
 
 
+def _finished_run(run_dir: str | os.PathLike) -> Path:
+    state = Path(run_dir) / "state.pt"
+    if not state.exists():
+        raise FileNotFoundError(f"{state} does not exist: expected the directory of a codec run (train_codec's run_dir)")
+    return state
+
+
 def export_codec(run_dir: str | os.PathLike, cfg: Any = None) -> Path:
     """Build a stock `EncodecModel` from `state.pt` and save it to `run_dir/encodec`."""
     from transformers import EncodecModel
 
     run_dir = Path(run_dir)
     cfg = cfg or codec_config()
-    state = torch.load(run_dir / "state.pt", weights_only=False)
     model = EncodecModel(cfg)
-    model.load_state_dict(state["model"])
     rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim)
-    rvq.load_state_dict(state["rvq"])
+    load_checkpoint(_finished_run(run_dir), model=model, rvq=rvq)
     rvq.export_to(model)
     model.eval()
     out = run_dir / "encodec"
