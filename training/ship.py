@@ -25,8 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     staging = TOY_MODEL.with_name(".toy.staging")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(src, staging)
-    shutil.rmtree(TOY_MODEL, ignore_errors=True)
+    # swap by renames, never delete first: if shipping stops midway the old model is in .toy.previous
+    previous = TOY_MODEL.with_name(".toy.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if TOY_MODEL.exists():
+        TOY_MODEL.rename(previous)
     staging.rename(TOY_MODEL)
+    shutil.rmtree(previous, ignore_errors=True)
     print(f"shipped {size:.1f} MB to {TOY_MODEL}")
 
 
