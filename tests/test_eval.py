@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from musicgen_lens.data.synth import ClipSpec, render_clip
@@ -73,3 +74,45 @@ def test_degrade_keeps_length_and_adds_bounded_noise():
     assert b.shape == a.shape and b.dtype == np.float32
     snr = 10 * np.log10(np.mean(a**2) / np.mean((b - a) ** 2))
     assert -3 < snr < 45
+
+
+class _IdentityCodec(torch.nn.Module):
+    """encode/decode that give the audio back: a lossless codec."""
+
+
+class _LosslessModel:
+    sample_rate, device = SR, "cpu"
+
+    def __init__(self, noise: float = 0.0):
+        self.codec, self.noise = _IdentityCodec(), noise
+        self.calls = 0
+
+    def encode(self, x):
+        self.calls += 1
+        return x
+
+    def decode(self, codes):
+        return codes + self.noise * torch.randn_like(codes)
+
+
+def test_reconstruct_runs_clips_through_the_codec_in_batches():
+    from musicgen_lens.eval import reconstruct
+
+    audio = np.stack([clip(seed=s, duration_s=0.5) for s in range(5)])
+    model = _LosslessModel()
+    out = reconstruct(model, audio, batch_size=2)
+    assert model.calls == 3 and out.shape == audio.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, audio)
+
+
+def test_codec_judge_equals_the_clean_judge_for_a_lossless_codec_and_differs_for_a_lossy_one():
+    from musicgen_lens.eval import clean_classifier, codec_classifier
+
+    test = [clip(i, seed=50 + s, duration_s=1.0) for i in ("trumpet", "violin", "xylophone") for s in range(3)]
+    clean = clean_classifier("instrument", n=28, seed=1)
+    lossless = codec_classifier(_LosslessModel(), "instrument", n=28, seed=1)
+    assert list(lossless.classes_) == list(clean.classes_)
+    np.testing.assert_allclose(lossless.predict_proba(test, sr=SR), clean.predict_proba(test, sr=SR), rtol=1e-6, atol=1e-9)
+    torch.manual_seed(0)
+    lossy = codec_classifier(_LosslessModel(noise=0.05), "instrument", n=28, seed=1)
+    assert not np.allclose(lossy.predict_proba(test, sr=SR), clean.predict_proba(test, sr=SR), atol=1e-3)

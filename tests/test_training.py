@@ -106,6 +106,31 @@ def test_mel_loss_resolves_harmonics_that_band_noise_imitates():
     assert fine > 1.5 * coarse, (fine, coarse)
 
 
+def test_discriminator_scores_and_feature_matching():
+    from musicgen_lens.training.discriminator import MultiResolutionDiscriminator, discriminator_loss, generator_losses
+
+    torch.manual_seed(0)
+    disc = MultiResolutionDiscriminator(n_ffts=(64, 128), channels=4, n_layers=2)
+    real = torch.sin(torch.arange(2 * 4000, dtype=torch.float32) * 0.05).reshape(2, 1, 4000) * 0.5
+    fake = real + 0.05 * torch.randn_like(real)
+    outs = disc(real)
+    assert len(outs) == 2 and all(score.shape[:2] == (2, 1) and len(feats) == 3 for score, feats in outs)
+    adv, fm = generator_losses(disc(real), disc(real))
+    assert fm.item() == 0.0 and adv.item() > 0
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = discriminator_loss(disc(real), disc(fake))
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # it learns to tell the clean sine from the noisy one, so the generator's losses are high
+    assert loss.item() < 0.5 * first
+    adv_fake, fm_fake = generator_losses(disc(real), disc(fake))
+    assert adv_fake.item() > 0.5 and fm_fake.item() > 0
+
+
 def test_mel_loss_needs_one_band_count_per_window():
     with pytest.raises(ValueError, match="one band count per STFT size"):
         MultiResolutionMelLoss(8000, n_ffts=(128, 256), n_mels=(16,))
@@ -134,6 +159,48 @@ def test_codec_training_resumes_exactly_and_exports_a_stock_model(tmp_path):
         export_codec(tmp_path / "never_trained", codec_config(**TINY_CODEC))
     with pytest.raises(FileNotFoundError, match="directory of a codec run"):
         train_codec(tmp_path / "ft", audio, steps=2, init_from=tmp_path / "never_trained", decoder_only=True, **kw)
+
+
+def test_import_from_is_the_inverse_of_export_to():
+    from transformers import EncodecModel
+
+    cfg = codec_config(**TINY_CODEC)
+    model = EncodecModel(cfg).eval()
+    trained = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim).train()
+    latent = torch.randn(2, cfg.codebook_dim, 40)
+    trained(latent)
+    trained.export_to(model)
+    fresh = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim).eval()
+    fresh.import_from(model)
+    assert all(bool(level.inited) for level in fresh.levels)
+    assert torch.equal(fresh(latent).codes, trained.eval()(latent).codes)
+    with pytest.raises(ValueError, match="codebook shape"):
+        ResidualVQ(cfg.num_quantizers, 8, cfg.codebook_dim).import_from(model)
+
+
+def test_adversarial_decoder_fine_tune_from_a_saved_codec_keeps_codes_and_resumes_exactly(tmp_path):
+    from transformers import EncodecModel
+
+    audio = (np.sin(np.arange(20 * 4000) * 0.05).reshape(20, 4000) * 10000).astype(np.int16)
+    kw = dict(batch_size=4, segment_s=0.2, save_every=2, progress=False, config=codec_config(**TINY_CODEC))
+    base = train_codec(tmp_path / "base", audio, steps=4, **kw)  # a saved EncodecModel directory
+    ft = dict(init_from=base, decoder_only=True, adv_weight=0.5, fm_weight=1.0, **kw)
+    straight = train_codec(tmp_path / "straight", audio, steps=6, **ft)
+    train_codec(tmp_path / "resumed", audio, steps=4, **ft)  # "interrupted" at step 4 ...
+    train_codec(tmp_path / "resumed", audio, steps=6, **ft)  # ... and resumed
+    a = torch.load(tmp_path / "straight" / "state.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "state.pt", weights_only=False)
+    for part in ("model", "disc"):
+        for key in a[part]:
+            assert torch.allclose(a[part][key], b[part][key], atol=1e-6), (part, key)
+    log = [json.loads(line) for line in open(tmp_path / "straight" / "log.jsonl")]
+    assert [e["step"] for e in log] == list(range(1, 7)) and all({"disc", "adv", "fm"} <= e.keys() for e in log)
+    before, after = EncodecModel.from_pretrained(base).eval(), EncodecModel.from_pretrained(straight).eval()
+    x = torch.from_numpy(audio[:3, :1600]).float()[:, None] / 32768
+    with torch.no_grad():
+        assert torch.equal(before.encode(x).audio_codes, after.encode(x).audio_codes)  # codes unchanged
+    changed = [k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])]
+    assert changed and all(k.startswith("decoder.") for k in changed)
 
 
 def test_codec_training_reduces_the_reconstruction_loss(tmp_path):

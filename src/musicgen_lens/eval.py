@@ -13,6 +13,7 @@ and onset-envelope correlation and whether the tempo is kept.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -166,16 +167,26 @@ class ConceptClassifier:
         return float(np.mean(self.predict(audios, sr) == np.asarray(labels)))
 
 
-@functools.lru_cache(maxsize=4)
-def _clean_features(n: int, seed: int) -> tuple[np.ndarray, tuple[dict[str, Any], ...]]:
+@functools.lru_cache(maxsize=2)
+def _judge_clips(n: int, seed: int) -> tuple[np.ndarray, tuple[dict[str, Any], ...]]:
+    """The judges' training clips: the world's train split under a seed the toy model never saw."""
     from musicgen_lens.data.synth import make_dataset
     from musicgen_lens.training.data import WORLD
 
     clips = make_dataset(n, **{**WORLD, "seed": seed}, split="train")
+    return np.stack([c.audio for c in clips]), tuple(c.labels for c in clips)
+
+
+def _judge_features(audio: np.ndarray, sr: int, seed: int) -> np.ndarray:
+    """Each clip once as is and once through `degrade`."""
     rng = np.random.default_rng(seed)
-    sr = WORLD["sample_rate"]
-    X = [features(a, sr) for c in clips for a in (c.audio, degrade(c.audio, sr, rng))]
-    return np.stack(X), tuple(c.labels for c in clips for _ in range(2))
+    return np.stack([features(x, sr) for a in audio for x in (a, degrade(a, sr, rng))])
+
+
+def _fit_judge(concept: str, X: np.ndarray, labels: Sequence[dict[str, Any]]) -> ConceptClassifier:
+    clf = ConceptClassifier(concept)
+    clf.pipeline.fit(X, [row[concept] for row in labels for _ in range(2)])
+    return clf
 
 
 def degrade(audio: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -190,15 +201,47 @@ def degrade(audio: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return (out + noise).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=4)
+def _clean_features(n: int, seed: int) -> np.ndarray:
+    from musicgen_lens.training.data import WORLD
+
+    return _judge_features(_judge_clips(n, seed)[0], WORLD["sample_rate"], seed)
+
+
 @functools.lru_cache(maxsize=8)
 def clean_classifier(concept: str = "instrument", n: int = 700, seed: int = 1) -> ConceptClassifier:
     """A classifier trained on `n` clean synthetic clips (the world's train split under a seed the
     toy model never saw), each also seen once through `degrade`; never on codec or model output.
     Memoised, since every evaluation uses the same judge."""
-    X, labels = _clean_features(n, seed)
-    clf = ConceptClassifier(concept)
-    clf.pipeline.fit(X, [row[concept] for row in labels])
-    return clf
+    return _fit_judge(concept, _clean_features(n, seed), _judge_clips(n, seed)[1])
+
+
+def reconstruct(model: Any, audio: np.ndarray, batch_size: int = 50) -> np.ndarray:
+    """Mono clips [n, samples] at `model.sample_rate` through the model's codec (encode, decode)."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(audio), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(audio[i : i + batch_size], dtype=np.float32))[:, None].to(model.device)
+            out.append(model.decode(model.encode(x)).float().mean(1)[:, : audio.shape[-1]].cpu().numpy())
+    return np.concatenate(out)
+
+
+# per codec module (weakly held), per (n, seed): the codec judge's training features
+_CODEC_FEATURES: "weakref.WeakKeyDictionary[Any, dict[tuple[int, int], np.ndarray]]" = weakref.WeakKeyDictionary()
+
+
+def codec_classifier(model: Any, concept: str = "instrument", n: int = 700, seed: int = 1) -> ConceptClassifier:
+    """The same judge trained on the model's codec reconstructions of the same clean clips
+    (never on generations): it hears what the codec can express. A generation the clean judge
+    gets wrong but this one gets right was spoiled by the codec, not by the language model; the
+    two verdicts together tell the codec's share of an error from the decoder's."""
+    cached = _CODEC_FEATURES.setdefault(model.codec, {})
+    if (n, seed) not in cached:
+        audio, _ = _judge_clips(n, seed)
+        cached[(n, seed)] = _judge_features(reconstruct(model, audio), model.sample_rate, seed)
+    return _fit_judge(concept, cached[(n, seed)], _judge_clips(n, seed)[1])
 
 
 @dataclass
@@ -237,16 +280,12 @@ def fidelity(reference: Any, other: Any, sr: int) -> Fidelity:
 
 def eval_codec(model: Any, n_per_instrument: int = 20, seed: int = 3) -> dict[str, float]:
     """Clean-trained classifier accuracy on clean test clips and on their codec reconstructions."""
-    import torch
-
     from musicgen_lens.data.synth import INSTRUMENTS, make_dataset
     from musicgen_lens.training.data import WORLD
 
     clips = make_dataset(n_per_instrument * len(INSTRUMENTS), **{**WORLD, "seed": seed}, split="test")
     clean = np.stack([c.audio for c in clips])
-    with torch.no_grad():
-        x = torch.from_numpy(clean)[:, None].to(model.device)
-        rec = model.decode(model.encode(x))[:, 0, : clean.shape[-1]].float().cpu().numpy()
+    rec = reconstruct(model, clean)
     out: dict[str, float] = {"clips": float(len(clips))}
     for concept in ("instrument", "style"):
         clf = clean_classifier(concept)
@@ -271,20 +310,22 @@ def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, s
     """Generate "<style> <instrument> melody" for every instrument; how often the judge agrees.
 
     `*_accuracy_se` is the binomial standard error: with 4 seeds per prompt, two samplers that
-    draw differently gave 0.75 and 0.61 on the same model.
+    draw differently gave 0.75 and 0.61 on the same model. `*_accuracy_codec_judge` asks
+    `codec_classifier` instead: prompt adherence within what the codec can express.
     """
     from musicgen_lens.data.synth import INSTRUMENTS, STYLES
 
     out: dict[str, Any] = {}
     for concept, values, template in (("instrument", INSTRUMENTS, f"{style} {{}} melody"), ("style", STYLES, "{} trumpet melody")):
         prompts = [template.format(v) for v in values for _ in range(seeds_per_prompt)]
-        labels = [v for v in values for _ in range(seeds_per_prompt)]
+        labels = np.asarray([v for v in values for _ in range(seeds_per_prompt)])
         audios = _generate_audio(model, prompts, [i % seeds_per_prompt for i in range(len(prompts))], duration)
-        pred = clean_classifier(concept).predict(audios, sr=model.sample_rate)
-        acc = float(np.mean(pred == np.asarray(labels)))
-        out[f"{concept}_accuracy"] = acc
-        out[f"{concept}_accuracy_se"] = float(np.sqrt(acc * (1 - acc) / len(labels)))
-        out[f"{concept}_per_class"] = {v: float(np.mean(pred[i * seeds_per_prompt : (i + 1) * seeds_per_prompt] == v)) for i, v in enumerate(values)}
+        for judge, suffix in ((clean_classifier(concept), ""), (codec_classifier(model, concept), "_codec_judge")):
+            pred = judge.predict(audios, sr=model.sample_rate)
+            acc = float(np.mean(pred == labels))
+            out[f"{concept}_accuracy{suffix}"] = acc
+            out[f"{concept}_accuracy{suffix}_se"] = float(np.sqrt(acc * (1 - acc) / len(labels)))
+            out[f"{concept}_per_class{suffix}"] = {v: float(np.mean(pred[labels == v] == v)) for v in values}
     return out
 
 
@@ -314,6 +355,7 @@ def eval_steering(
     frame = int(round(start * model.frame_rate))
     sr = model.sample_rate
     inst, sty = clean_classifier("instrument"), clean_classifier("style")
+    inst_c, sty_c = codec_classifier(model, "instrument"), codec_classifier(model, "style")
 
     def after_start(codes: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
@@ -323,6 +365,7 @@ def eval_steering(
     unsteered = [model.generate([prompt], **kw) for kw in runs]
     originals = [after_start(codes) for codes in unsteered]
     style_before = float(sty.proba_of(originals, style, sr).mean())
+    style_before_c = float(sty_c.proba_of(originals, style, sr).mean())
     results = []
     for alpha in alphas:
         steering = [Intervention(concept.vector, alpha=alpha, start=start)]
@@ -331,12 +374,17 @@ def eval_steering(
         steereds = [after_start(codes) for codes in steered]
         fid = [fidelity(o, s, sr) for o, s in zip(originals, steereds)]
         style_after = float(sty.proba_of(steereds, style, sr).mean())
+        style_after_c = float(sty_c.proba_of(steereds, style, sr).mean())
         results.append(dict(
             prompt=prompt, target=target, alpha=alpha, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
             target_rate_unsteered=float(np.mean(inst.predict(originals, sr) == target)),
             target_rate_steered=float(np.mean(inst.predict(steereds, sr) == target)),
             source_rate_unsteered=float(np.mean(inst.predict(originals, sr) == source)),
             style_prob_unsteered=style_before, style_prob_steered=style_after, fidelity_drop=style_before - style_after,
+            target_rate_unsteered_codec_judge=float(np.mean(inst_c.predict(originals, sr) == target)),
+            target_rate_steered_codec_judge=float(np.mean(inst_c.predict(steereds, sr) == target)),
+            style_prob_unsteered_codec_judge=style_before_c, style_prob_steered_codec_judge=style_after_c,
+            fidelity_drop_codec_judge=style_before_c - style_after_c,
             chroma_corr=float(np.mean([f.chroma_corr for f in fid])), onset_corr=float(np.mean([f.onset_corr for f in fid])),
             tempo_kept=float(np.mean([f.tempo_kept for f in fid])),
             frames_before_start_identical=float(np.mean([same for same, _ in compared])),

@@ -1,8 +1,10 @@
 """Train a tiny EnCodec on the synthetic world with `ResidualVQ`, then export a stock `EncodecModel`.
 
-No adversarial loss (too slow for 2 CPU cores): waveform L1 plus multi-resolution mel, and the
-RVQ commitment term. The run directory holds `state.pt` (resumable), `log.jsonl` and, at the
-end, `encodec/` (`EncodecModel.save_pretrained`).
+The main run uses waveform L1 plus multi-resolution mel and the RVQ commitment term (an
+adversarial loss from step 0 is too slow for 2 CPU cores). A decoder-only fine-tune can add a
+spectrogram discriminator (`adv_weight`, `fm_weight`; see `training.discriminator`): the codes
+stay as they are, so a language model trained on them is unaffected. The run directory holds
+`state.pt` (resumable), `log.jsonl` and, at the end, `encodec/` (`EncodecModel.save_pretrained`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from musicgen_lens.training.checkpoint import load_checkpoint, lr_at, open_log, save_checkpoint
+from musicgen_lens.training.discriminator import MultiResolutionDiscriminator, discriminator_loss, generator_losses
 from musicgen_lens.training.losses import MultiResolutionMelLoss
 from musicgen_lens.training.rvq import ResidualVQ, RVQOutput
 
@@ -74,6 +77,9 @@ def train_codec(
     vq_warmup: int = 0,
     init_from: str | os.PathLike | None = None,
     decoder_only: bool = False,
+    adv_weight: float = 0.0,
+    fm_weight: float = 0.0,
+    disc_lr: float = 2e-4,
 ) -> Path:
     """Train on random crops of `audio` (int16 `[n, samples]` at the config's rate); resumable.
 
@@ -101,7 +107,7 @@ def train_codec(
     latents_per_batch = batch_size * seg // int(np.prod(cfg.upsampling_ratios))
     rvq = ResidualVQ(cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim, dead_threshold=0.1 * latents_per_batch / cfg.codebook_size, seed=seed)
     if init_from is not None:
-        load_checkpoint(_finished_run(init_from), model=model, rvq=rvq)
+        _initialise(init_from, model, rvq)
     trained = list(model.decoder.parameters()) if decoder_only else list(model.parameters())
     if decoder_only:
         model.encoder.requires_grad_(False)
@@ -109,7 +115,12 @@ def train_codec(
     mel_loss = MultiResolutionMelLoss(cfg.sampling_rate)
     gen = torch.Generator().manual_seed(seed)
     state_path = run_dir / "state.pt"
-    run_state = dict(model=model, rvq=rvq, opt=opt, gen=gen, rvq_gen=rvq.generator)
+    run_state: dict[str, Any] = dict(model=model, rvq=rvq, opt=opt, gen=gen, rvq_gen=rvq.generator)
+    adversarial = adv_weight > 0 or fm_weight > 0
+    if adversarial:
+        disc = MultiResolutionDiscriminator()
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=disc_lr, betas=(0.8, 0.99), weight_decay=0.0)
+        run_state.update(disc=disc, disc_opt=disc_opt)
     step = load_checkpoint(state_path, **run_state)
     model.train()
     rvq.train(not decoder_only)
@@ -123,6 +134,9 @@ def train_codec(
         x = x[:, None]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr)
+        if adversarial:
+            for g in disc_opt.param_groups:
+                g["lr"] = lr_at(step, steps, disc_lr)
         with torch.set_grad_enabled(not decoder_only):
             latent = model.encoder(x)
         if step < vq_warmup and not decoder_only:
@@ -133,6 +147,19 @@ def train_codec(
         rec = mel_loss(y, x)
         wave = (y - x).abs().mean()
         loss = rec + wave_weight * wave + commit_weight * q.commit_loss
+        extra: dict[str, float] = {}
+        if adversarial:
+            d_loss = discriminator_loss(disc(x), disc(y.detach()))
+            disc_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            disc_opt.step()
+            disc.requires_grad_(False)  # the generator's step needs gradients for y only
+            with torch.no_grad():
+                real = disc(x)
+            adv, fm = generator_losses(real, disc(y))
+            disc.requires_grad_(True)
+            loss = loss + adv_weight * adv + fm_weight * fm
+            extra = dict(disc=d_loss.item(), adv=adv.item(), fm=fm.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -140,7 +167,7 @@ def train_codec(
         step += 1
         bar.update()
         bar.set_postfix(mel=f"{rec.item():.3f}", commit=f"{q.commit_loss.item():.3f}", dead=q.dead_codes)
-        log.write(json.dumps(dict(step=step, loss=loss.item(), mel=rec.item(), wave=wave.item(), commit=q.commit_loss.item(), dead=q.dead_codes, t=time.time() - t0)) + "\n")
+        log.write(json.dumps(dict(step=step, loss=loss.item(), mel=rec.item(), wave=wave.item(), commit=q.commit_loss.item(), dead=q.dead_codes, **extra, t=time.time() - t0)) + "\n")
         if step % save_every == 0 or step == steps:
             log.flush()
             save_checkpoint(state_path, step, **run_state)
@@ -149,10 +176,23 @@ def train_codec(
     return export_codec(run_dir, cfg)
 
 
+def _initialise(source: str | os.PathLike, model: Any, rvq: ResidualVQ) -> None:
+    """Weights and codebooks from a finished run (its state.pt) or a saved `EncodecModel`."""
+    from transformers import EncodecModel
+
+    source = Path(source)
+    if (source / "config.json").exists() and not (source / "state.pt").exists():
+        trained = EncodecModel.from_pretrained(source)
+        model.load_state_dict(trained.state_dict())
+        rvq.import_from(trained)
+    else:
+        load_checkpoint(_finished_run(source), model=model, rvq=rvq)
+
+
 def _finished_run(run_dir: str | os.PathLike) -> Path:
     state = Path(run_dir) / "state.pt"
     if not state.exists():
-        raise FileNotFoundError(f"{state} does not exist: expected the directory of a codec run (train_codec's run_dir)")
+        raise FileNotFoundError(f"{state} does not exist: expected the directory of a codec run (train_codec's run_dir) or a saved EncodecModel")
     return state
 
 

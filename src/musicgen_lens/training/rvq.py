@@ -131,15 +131,30 @@ class ResidualVQ(nn.Module):
         )
 
     @torch.no_grad()
-    def export_to(self, encodec: nn.Module) -> None:
-        """Write the codebooks into a Hugging Face `EncodecModel`'s quantiser (same order)."""
+    def import_from(self, encodec: nn.Module) -> None:
+        """Take the codebooks of a trained `EncodecModel` (the inverse of `export_to`)."""
+        self._check_matches(encodec)
+        for level, layer in zip(self.levels, encodec.quantizer.layers):
+            book = layer.codebook
+            level.embed.copy_(book.embed)
+            level.embed_avg.copy_(book.embed_avg)
+            level.cluster_size.copy_(book.cluster_size)
+            level.inited.fill_(True)
+
+    def _check_matches(self, encodec: nn.Module) -> None:
         layers = encodec.quantizer.layers
         if len(layers) != len(self.levels):
             raise ValueError(f"the EnCodec has {len(layers)} quantizers but this RVQ has {len(self.levels)} levels")
         for level, layer in zip(self.levels, layers):
+            if tuple(layer.codebook.embed.shape) != tuple(level.embed.shape):
+                raise ValueError(f"codebook shape {tuple(layer.codebook.embed.shape)} != RVQ level {tuple(level.embed.shape)}")
+
+    @torch.no_grad()
+    def export_to(self, encodec: nn.Module) -> None:
+        """Write the codebooks into a Hugging Face `EncodecModel`'s quantiser (same order)."""
+        self._check_matches(encodec)
+        for level, layer in zip(self.levels, encodec.quantizer.layers):
             book = layer.codebook
-            if tuple(book.embed.shape) != tuple(level.embed.shape):
-                raise ValueError(f"codebook shape {tuple(book.embed.shape)} != RVQ level {tuple(level.embed.shape)}")
             book.embed.copy_(level.embed)
             book.embed_avg.copy_(level.embed_avg)
             book.cluster_size.copy_(level.cluster_size)
