@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -43,3 +44,20 @@ def test_steer_cli(checkpoint_dir, tmp_path, model):
     assert main(argv) == 0
     a, b = sf.read(out)[0], sf.read(orig)[0]
     assert a.shape == b.shape == (15 * 160,)
+
+
+def test_concept_vector_by_difference_of_means(model):
+    from musicgen_lens.recipes import concept_vector, timbre_concept
+
+    probe = timbre_concept(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1)
+    dm = timbre_concept(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1, method="diff_means")
+    assert probe.mode == "norm_relative" and abs(probe.vector.norm - 1.0) < 1e-5
+    assert dm.vector.method == "diff_means" and dm.mode == "add" and dm.hook == probe.hook == "blocks.1.hook_resid_post"
+    # same clips, same probe: the two differ only in the steering vector
+    np.testing.assert_allclose(dm.probe.decision_function(np.eye(model.cfg.d_model)), probe.probe.decision_function(np.eye(model.cfg.d_model)), rtol=1e-5, atol=1e-6)
+    assert dm.vector.metadata["n_pos"] + dm.vector.metadata["n_neg"] == 10  # the 12 clips less the 15% held out
+    assert not torch.allclose(dm.vector.vector / dm.vector.norm, probe.vector.vector)
+    with pytest.raises(ValueError, match="method must be one of"):
+        concept_vector(model, [], [], method="pca")
+    result = timbre_transfer(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1, alpha=1.0, start=0.2, duration=0.4, method="diff_means", plot=False)
+    assert result.interventions[0].mode == "add" and result.interventions[0].vector.method == "diff_means"

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", default=None, help="a saved checkpoint (e.g. the shipped toy model): continue training its decoder and text encoder on its codec's codes")
     p.add_argument("--final-codec", default=None, help="ship this codec instead (a decoder-only fine-tune of --codec: same codes)")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -48,8 +49,14 @@ def main(argv: list[str] | None = None) -> None:
 
     _, train_rows = load_split(args.data, "train", with_audio=False)
     _, test_rows = load_split(args.data, "test", with_audio=False)
-    tokenizer = build_tokenizer(tuple(world_words([r["text"] for r in train_rows + test_rows])))
-    hf = build_hf_model(args.codec, tokenizer.get_vocab(), seed=args.seed)
+    if args.init_from:
+        from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+        hf = MusicgenForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+    else:
+        tokenizer = build_tokenizer(tuple(world_words([r["text"] for r in train_rows + test_rows])))
+        hf = build_hf_model(args.codec, tokenizer.get_vocab(), seed=args.seed)
     model = HookedMusicGen.from_hf(hf, tokenizer=tokenizer, device="cpu")
     codes = cached_codes(run / "codes_train.pt", model.codec, args.data, "train")
     val = cached_codes(run / "codes_test.pt", model.codec, args.data, "test")
@@ -94,12 +101,27 @@ def codec_steps(encodec_dir: str | None) -> int:
     return int(json.loads(last)["step"])
 
 
+def earlier_card_line(checkpoint: str | None, prefix: str) -> str | None:
+    """The line starting with `prefix` in the model card of the checkpoint a run continued from."""
+    card = Path(checkpoint) / "README.md" if checkpoint else None
+    if card is None or not card.exists():
+        return None
+    return next((line[len(prefix) :] for line in card.read_text().splitlines() if line.startswith(prefix)), None)
+
+
 def model_card(stats: dict, model, args) -> str:
     cfg = model.cfg
-    codec_text = f"codec training: {codec_steps(args.codec)} steps (batch 8 x 1 s, AdamW 1e-3, first 300 without quantisation)"
-    if args.final_codec:
+    init_from = getattr(args, "init_from", None)
+    earlier_codec = earlier_card_line(init_from, "- codec training: ")
+    if earlier_codec is not None:  # a continued run keeps its checkpoint's codec (and codes)
+        codec_text = "codec training: " + earlier_codec.split("; multi-resolution mel")[0]
+    else:
+        codec_text = f"codec training: {codec_steps(args.codec)} steps (batch 8 x 1 s, AdamW 1e-3, first 300 without quantisation)"
+    if args.final_codec and earlier_codec is None:
         codec_text += f", then {codec_steps(args.final_codec)} decoder-only steps (lr 5e-4; encoder and codebooks frozen, so codes are unchanged)"
     world = {k: (list(v) if isinstance(v, tuple) else v) for k, v in WORLD.items()}
+    first = earlier_card_line(init_from, "- training: ")
+    earlier = f"first {first.rstrip(';')}; then continued from that checkpoint for " if first else ""
     return f"""# musicgen-lens toy MusicGen
 
 A tiny MusicGen (EnCodec + T5 + decoder) trained from scratch, offline, on the synthetic world of
@@ -112,7 +134,7 @@ tempi 60-180 BPM, keys, and a tabla accompaniment.
 - text encoder: T5, {ARCH['text_layers']} layers, d_model {ARCH['d_text']}, word-level tokenizer built with `tokenizers`
 - codec: EnCodec, {cfg.sample_rate} Hz mono, {cfg.frame_rate:g} frames/s, trained with `musicgen_lens.training.rvq` (see training/train_codec.py)
 - data: `make_dataset(n, **{world})`, train split ({stats['train_clips']} clips of 4 s)
-- training: {stats['steps']} steps, batch {stats['batch_size']}, AdamW lr {args.lr}, seed {args.seed}, {stats['minutes']:.0f} min on {platform.machine()} CPU;
+- training: {earlier}{stats['steps']} steps, batch {stats['batch_size']}, AdamW lr {args.lr}, seed {args.seed}, {stats['minutes']:.0f} min on {platform.machine()} CPU;
   text dropped for 10% of items (CFG), descriptions randomly shortened
 - final train loss {stats['final_train_loss']:.3f}; test loss with text {stats['val_loss_text']:.3f}, without text {stats['val_loss_no_text']:.3f} (mean cross-entropy over codebooks, nats)
 - {codec_text}; multi-resolution mel (10 to 320 bands for windows of 64 to 2048 samples) + 0.1 waveform L1 + commitment; no adversarial loss

@@ -332,6 +332,7 @@ def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, s
 def eval_steering(
     model: Any, source: str = "trumpet", target: str = "violin", *, style: str = "classical", n: int = 10,
     alphas: Sequence[float] = (0.5,), layer: int | None = None, start: float = 2.0, duration: float = 4.0, concept: Any = None,
+    method: str = "probe", mode: str | None = None,
 ) -> list[dict[str, Any]]:
     """Timbre steering source -> target from `start` seconds, judged on the audio after `start`;
     one result per alpha (the unsteered generations and the probe are shared).
@@ -341,7 +342,9 @@ def eval_steering(
     chroma and onset correlation with the unsteered generation, tempo kept; and the codes before
     `start` are bit-identical to the unsteered run. Both runs share their sampling noise (one
     seed, Gumbel-max), so `codes_kept_after_start` is the share of codes the steering left as
-    they were: a counterfactual pair, not two unrelated samples.
+    they were: a counterfactual pair, not two unrelated samples. `method` builds the vector
+    (`recipes.concept_vector`); `mode` defaults to the one the vector is made for. Every verdict
+    is also given by `codec_classifier` (`*_codec_judge`).
     """
     import torch
 
@@ -349,7 +352,8 @@ def eval_steering(
     from musicgen_lens.steering import Intervention
 
     if concept is None:
-        concept = timbre_concept(model, source, target, style=style, layer=layer)
+        concept = timbre_concept(model, source, target, style=style, layer=layer, method=method)
+    mode = mode or concept.mode
     prompt = f"{style} {source} melody"
     cut = int(round(start * model.sample_rate))
     frame = int(round(start * model.frame_rate))
@@ -368,7 +372,7 @@ def eval_steering(
     style_before_c = float(sty_c.proba_of(originals, style, sr).mean())
     results = []
     for alpha in alphas:
-        steering = [Intervention(concept.vector, alpha=alpha, start=start)]
+        steering = [Intervention(concept.vector, alpha=alpha, start=start, mode=mode)]
         steered = [model.generate([prompt], steering=steering, **kw) for kw in runs]
         compared = [codes_kept(a, b, frame) for a, b in zip(unsteered, steered)]
         steereds = [after_start(codes) for codes in steered]
@@ -376,7 +380,7 @@ def eval_steering(
         style_after = float(sty.proba_of(steereds, style, sr).mean())
         style_after_c = float(sty_c.proba_of(steereds, style, sr).mean())
         results.append(dict(
-            prompt=prompt, target=target, alpha=alpha, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
+            prompt=prompt, target=target, alpha=alpha, method=concept.vector.method, mode=mode, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
             target_rate_unsteered=float(np.mean(inst.predict(originals, sr) == target)),
             target_rate_steered=float(np.mean(inst.predict(steereds, sr) == target)),
             source_rate_unsteered=float(np.mean(inst.predict(originals, sr) == source)),
@@ -406,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", nargs="*", help="any of codec, prompts, steering (default: all three)")
     p.add_argument("--model", default="toy")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.5, 1.0], help="steering strength(s); one steering result per value")
+    p.add_argument("--method", choices=["probe", "diff_means"], default="probe",
+                   help="steering vector: the paper's probe direction (norm_relative) or a difference of means (add)")
+    p.add_argument("--mode", default=None, help="intervention mode (default: norm_relative for probe, add for diff_means)")
     p.add_argument("--layer", type=int, default=None)
     p.add_argument("--n", type=int, default=10, help="generations for the steering evaluation")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -421,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     if "prompts" in args.what:
         results["prompts"] = eval_prompts(model)
     if "steering" in args.what:
-        results["steering"] = eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n)
+        results["steering"] = eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n, method=args.method, mode=args.mode)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:

@@ -36,12 +36,22 @@ def default_layer(model: "HookedMusicGen") -> int:
     return min(model.cfg.n_layers - 1, round(0.75 * model.cfg.n_layers))
 
 
+METHODS = ("probe", "diff_means")
+
+
 @dataclass
 class ConceptVector:
     vector: SteeringVector
     probe: LinearProbe
     hook: str
     accuracy: float  # sign agreement of the probe on its held-out clips
+
+    @property
+    def mode(self) -> str:
+        """The intervention the vector is made for: a probe's unit direction is scaled by the
+        activation's norm (the paper's norm_relative); a difference of means is already in
+        activation units and is added as it is (alpha 1 moves the source's mean to the target's)."""
+        return "add" if self.vector.method == "diff_means" else "norm_relative"
 
 
 @dataclass
@@ -85,8 +95,17 @@ def concept_vector(
     pooling: Any = "mean",
     test_fraction: float = 0.15,
     probe: LinearProbe | None = None,
+    method: str = "probe",
 ) -> ConceptVector:
-    """A steering vector from clips with (+1) and without (-1) a concept, via the paper's probe."""
+    """A steering vector from clips with (+1) and without (-1) a concept.
+
+    method "probe" is the paper's: the unit direction of a bias-free MSE regression probe.
+    "diff_means" is mean(+1) − mean(−1) of the same pooled activations (music-mechint's
+    vectors), unnormalised. Either way the probe is fitted on the same training clips, scores
+    the held-out ones (`accuracy`) and draws the score-over-time plots.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     layer = default_layer(model) if layer is None else layer
     hook = hook_name(site, layer)
     items = _clip_items(model, positive, 1.0, text) + _clip_items(model, negative, -1.0, text)
@@ -99,7 +118,11 @@ def concept_vector(
     probe = probe or LinearProbe(task="regression", method="torch", bias=False, normalize="l2", lr=5e-2)
     probe.fit(X[:-n_test], y[:-n_test])
     accuracy = float(np.mean(np.sign(probe.decision_function(X[-n_test:]).ravel()) == y[-n_test:]))
-    vector = SteeringVector.from_probe(probe, site=site, layer=layer, concept=concept, model=model)
+    if method == "probe":
+        vector = SteeringVector.from_probe(probe, site=site, layer=layer, concept=concept, model=model)
+    else:
+        train, labels = torch.tensor(X[:-n_test]), y[:-n_test]
+        vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, concept=concept, model=model)
     return ConceptVector(vector, probe, hook, accuracy)
 
 
@@ -125,10 +148,14 @@ def steer_and_compare(
     seed: int = 0,
     audio_prompt: Any = None,
     plot: bool = True,
+    mode: str | None = None,
     **generate_kwargs: Any,
 ) -> SteeringResult:
-    """Generate with and without steering (same seed) and compare."""
-    interventions = list(interventions) if interventions is not None else [Intervention(concept.vector, alpha=alpha, start=start)]
+    """Generate with and without steering (same seed) and compare; `mode` defaults to the
+    concept's (`ConceptVector.mode`)."""
+    if interventions is None:
+        interventions = [Intervention(concept.vector, alpha=alpha, start=start, mode=mode or concept.mode)]
+    interventions = list(interventions)
     kw = dict(duration=duration, seed=seed, audio_prompt=audio_prompt, progress=False, **generate_kwargs)
     codes = model.generate([prompt], **kw)[0]
     steered_codes = model.generate([prompt], steering=interventions, **kw)[0]
@@ -183,21 +210,21 @@ def _specs(model: "HookedMusicGen", n: int, seed: int, duration_s: float, **spec
 
 def timbre_concept(
     model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
-    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, seed: int = 0,
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, seed: int = 0, method: str = "probe",
 ) -> ConceptVector:
     """The `target` direction from `target` (+1) vs `source` (-1) clips of one style."""
     pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
     neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
-    return concept_vector(model, pos, neg, layer=layer, concept=target)
+    return concept_vector(model, pos, neg, layer=layer, concept=target, method=method)
 
 
 def timbre_transfer(
     model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
     n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
-    start: float | None = None, duration: float = 5.0, seed: int = 0, prompt: str | None = None, **kw: Any,
+    start: float | None = None, duration: float = 5.0, seed: int = 0, prompt: str | None = None, method: str = "probe", **kw: Any,
 ) -> SteeringResult:
     """The paper's trumpet -> violin (or -> xylophone): the prompt asks for `source`, steering adds `target`."""
-    concept = timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=layer, seed=seed)
+    concept = timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=layer, seed=seed, method=method)
     prompt = prompt or f"{style} {source} melody"
     return steer_and_compare(model, prompt, concept, alpha=alpha, start=start, duration=duration, seed=seed, **kw)
 
