@@ -75,12 +75,13 @@ def test_steering_evaluation_compares_a_counterfactual_pair(toy):
     from musicgen_lens.recipes import timbre_concept
 
     concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0)
-    off, on = eval_steering(toy, alphas=(0.0, 2.0), n=1, duration=2.0, start=1.0, concept=concept)
+    off, on = eval_steering(toy, alphas=(0.0, 2.0), n=2, duration=2.0, start=1.0, concept=concept, codec_judge=False)
     # alpha 0 is the identity intervention: one seed, one sample
-    assert off["codes_kept_after_start"] == 1.0 and off["fidelity_drop"] == 0.0
+    assert off["codes_kept_after_start"] == 1.0 and off["fidelity_drop"] == 0.0 and off["fidelity_drop_se"] == 0.0
     assert off["chroma_corr"] > 0.99 and off["target_rate_steered"] == off["target_rate_unsteered"]
     assert on["frames_before_start_identical"] == 1.0
     assert on["codes_kept_after_start"] < 1.0
+    assert on["method"] == "probe" and on["mode"] == "norm_relative" and "fidelity_drop_codec_judge" not in on
 
 
 def test_loading_does_not_warn_about_musicgens_pad_token():

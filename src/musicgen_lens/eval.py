@@ -306,7 +306,7 @@ def _generate_audio(model: Any, prompts: Sequence[str], seeds: Sequence[int], du
     return audios
 
 
-def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, style: str = "classical") -> dict[str, Any]:
+def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, style: str = "classical", codec_judge: bool = True) -> dict[str, Any]:
     """Generate "<style> <instrument> melody" for every instrument; how often the judge agrees.
 
     `*_accuracy_se` is the binomial standard error: with 4 seeds per prompt, two samplers that
@@ -320,7 +320,8 @@ def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, s
         prompts = [template.format(v) for v in values for _ in range(seeds_per_prompt)]
         labels = np.asarray([v for v in values for _ in range(seeds_per_prompt)])
         audios = _generate_audio(model, prompts, [i % seeds_per_prompt for i in range(len(prompts))], duration)
-        for judge, suffix in ((clean_classifier(concept), ""), (codec_classifier(model, concept), "_codec_judge")):
+        judges = [(clean_classifier(concept), "")] + ([(codec_classifier(model, concept), "_codec_judge")] if codec_judge else [])
+        for judge, suffix in judges:
             pred = judge.predict(audios, sr=model.sample_rate)
             acc = float(np.mean(pred == labels))
             out[f"{concept}_accuracy{suffix}"] = acc
@@ -332,19 +333,20 @@ def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, s
 def eval_steering(
     model: Any, source: str = "trumpet", target: str = "violin", *, style: str = "classical", n: int = 10,
     alphas: Sequence[float] = (0.5,), layer: int | None = None, start: float = 2.0, duration: float = 4.0, concept: Any = None,
-    method: str = "probe", mode: str | None = None,
+    method: str = "probe", mode: str | None = None, codec_judge: bool = True,
 ) -> list[dict[str, Any]]:
     """Timbre steering source -> target from `start` seconds, judged on the audio after `start`;
     one result per alpha (the unsteered generations and the probe are shared).
 
     success: the judge hears `target` after `start`; fidelity: what the prompt asked for and the
-    unsteered music had - the prompted style's probability (its drop is the "fidelity drop"),
+    unsteered music had - the prompted style's probability (its drop is the "fidelity drop", with
+    the standard error of the paired per-seed drops),
     chroma and onset correlation with the unsteered generation, tempo kept; and the codes before
     `start` are bit-identical to the unsteered run. Both runs share their sampling noise (one
     seed, Gumbel-max), so `codes_kept_after_start` is the share of codes the steering left as
     they were: a counterfactual pair, not two unrelated samples. `method` builds the vector
-    (`recipes.concept_vector`); `mode` defaults to the one the vector is made for. Every verdict
-    is also given by `codec_classifier` (`*_codec_judge`).
+    (`recipes.concept_vector`); `mode` defaults to the one the vector is made for. With
+    `codec_judge`, every verdict is also given by `codec_classifier` (`*_codec_judge`).
     """
     import torch
 
@@ -358,8 +360,9 @@ def eval_steering(
     cut = int(round(start * model.sample_rate))
     frame = int(round(start * model.frame_rate))
     sr = model.sample_rate
-    inst, sty = clean_classifier("instrument"), clean_classifier("style")
-    inst_c, sty_c = codec_classifier(model, "instrument"), codec_classifier(model, "style")
+    judges = [("", clean_classifier("instrument"), clean_classifier("style"))]
+    if codec_judge:
+        judges.append(("_codec_judge", codec_classifier(model, "instrument"), codec_classifier(model, "style")))
 
     def after_start(codes: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
@@ -368,8 +371,7 @@ def eval_steering(
     runs = [dict(duration=duration, seed=seed, progress=False) for seed in range(n)]
     unsteered = [model.generate([prompt], **kw) for kw in runs]
     originals = [after_start(codes) for codes in unsteered]
-    style_before = float(sty.proba_of(originals, style, sr).mean())
-    style_before_c = float(sty_c.proba_of(originals, style, sr).mean())
+    style_before = {name: s_judge.proba_of(originals, style, sr) for name, _, s_judge in judges}
     results = []
     for alpha in alphas:
         steering = [Intervention(concept.vector, alpha=alpha, start=start, mode=mode)]
@@ -377,18 +379,21 @@ def eval_steering(
         compared = [codes_kept(a, b, frame) for a, b in zip(unsteered, steered)]
         steereds = [after_start(codes) for codes in steered]
         fid = [fidelity(o, s, sr) for o, s in zip(originals, steereds)]
-        style_after = float(sty.proba_of(steereds, style, sr).mean())
-        style_after_c = float(sty_c.proba_of(steereds, style, sr).mean())
+        verdicts: dict[str, float] = {}
+        for name, i_judge, s_judge in judges:
+            drop = style_before[name] - s_judge.proba_of(steereds, style, sr)  # paired: one seed per row
+            verdicts.update({
+                f"target_rate_unsteered{name}": float(np.mean(i_judge.predict(originals, sr) == target)),
+                f"target_rate_steered{name}": float(np.mean(i_judge.predict(steereds, sr) == target)),
+                f"source_rate_unsteered{name}": float(np.mean(i_judge.predict(originals, sr) == source)),
+                f"style_prob_unsteered{name}": float(style_before[name].mean()),
+                f"style_prob_steered{name}": float((style_before[name] - drop).mean()),
+                f"fidelity_drop{name}": float(drop.mean()),
+                f"fidelity_drop{name}_se": float(drop.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+            })
         results.append(dict(
             prompt=prompt, target=target, alpha=alpha, method=concept.vector.method, mode=mode, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
-            target_rate_unsteered=float(np.mean(inst.predict(originals, sr) == target)),
-            target_rate_steered=float(np.mean(inst.predict(steereds, sr) == target)),
-            source_rate_unsteered=float(np.mean(inst.predict(originals, sr) == source)),
-            style_prob_unsteered=style_before, style_prob_steered=style_after, fidelity_drop=style_before - style_after,
-            target_rate_unsteered_codec_judge=float(np.mean(inst_c.predict(originals, sr) == target)),
-            target_rate_steered_codec_judge=float(np.mean(inst_c.predict(steereds, sr) == target)),
-            style_prob_unsteered_codec_judge=style_before_c, style_prob_steered_codec_judge=style_after_c,
-            fidelity_drop_codec_judge=style_before_c - style_after_c,
+            **verdicts,
             chroma_corr=float(np.mean([f.chroma_corr for f in fid])), onset_corr=float(np.mean([f.onset_corr for f in fid])),
             tempo_kept=float(np.mean([f.tempo_kept for f in fid])),
             frames_before_start_identical=float(np.mean([same for same, _ in compared])),
