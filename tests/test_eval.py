@@ -116,3 +116,24 @@ def test_codec_judge_equals_the_clean_judge_for_a_lossless_codec_and_differs_for
     torch.manual_seed(0)
     lossy = codec_classifier(_LosslessModel(noise=0.05), "instrument", n=28, seed=1)
     assert not np.allclose(lossy.predict_proba(test, sr=SR), clean.predict_proba(test, sr=SR), atol=1e-3)
+
+
+def test_eval_main_keeps_finished_parts_and_starts_over_for_other_weights(tmp_path, monkeypatch, checkpoint_dir):
+    import json
+
+    import musicgen_lens.eval as ev
+
+    calls = []
+    monkeypatch.setattr(ev, "eval_codec", lambda model: calls.append("codec") or {"instrument_reconstructed": 0.5})
+    monkeypatch.setattr(ev, "eval_prompts", lambda model: calls.append("prompts") or {"instrument_accuracy": 0.25})
+    out = tmp_path / "results.json"
+    argv = ["codec", "prompts", "--model", checkpoint_dir("base"), "--out", str(out)]
+    assert ev.main(argv) == 0
+    assert ev.main(argv) == 0  # nothing left to measure: both parts kept
+    assert calls == ["codec", "prompts"]
+    saved = json.loads(out.read_text())
+    assert saved["codec"] == {"instrument_reconstructed": 0.5} and saved["settings"]["n"] == 30
+    saved["weights"] = "another model"
+    out.write_text(json.dumps(saved))
+    assert ev.main(argv) == 0
+    assert calls == ["codec", "prompts", "codec", "prompts"]

@@ -402,6 +402,22 @@ def eval_steering(
     return results
 
 
+def weights_fingerprint(model: Any) -> str:
+    """A short hash of every weight (name, shape, sum, first values): a retrained model with the
+    same architecture gets another fingerprint, so stale measurements are never reused."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            flat = t.detach().reshape(-1).double()
+            h.update(f"{name}{tuple(t.shape)}{flat.sum().item():.12e}".encode())
+            h.update(flat[:64].cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print (and save as JSON) the measurements the README reports for the toy model."""
     import argparse
@@ -415,11 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", nargs="*", help="any of codec, prompts, steering (default: all three)")
     p.add_argument("--model", default="toy")
     p.add_argument("--alpha", type=float, nargs="+", default=[0.5, 1.0], help="steering strength(s); one steering result per value")
-    p.add_argument("--method", choices=["probe", "diff_means"], default="probe",
-                   help="steering vector: the paper's probe direction (norm_relative) or a difference of means (add)")
+    p.add_argument("--method", choices=["probe", "diff_means"], nargs="+", default=["probe", "diff_means"],
+                   help="steering vector(s): the paper's probe direction (norm_relative) and/or a difference of means (add)")
     p.add_argument("--mode", default=None, help="intervention mode (default: norm_relative for probe, add for diff_means)")
     p.add_argument("--layer", type=int, default=None)
-    p.add_argument("--n", type=int, default=10, help="generations for the steering evaluation")
+    p.add_argument("--n", type=int, default=30, help="generations (seeds) per steering setting")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
     args.what = args.what or ["codec", "prompts", "steering"]
@@ -427,17 +443,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown measurement(s) {sorted(unknown)}; choose from codec, prompts, steering")
     model = HookedMusicGen.from_pretrained(args.model)
-    results: dict[str, Any] = {}
-    if "codec" in args.what:
-        results["codec"] = eval_codec(model)
-    if "prompts" in args.what:
-        results["prompts"] = eval_prompts(model)
-    if "steering" in args.what:
-        results["steering"] = eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n, method=args.method, mode=args.mode)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(Path(args.out), text + "\n")
+    out = Path(args.out) if args.out else None
+    # parts already measured (same model) are kept: a long evaluation resumes where it stopped
+    header = {"model": args.model, "weights": weights_fingerprint(model),
+              "settings": dict(alpha=args.alpha, method=args.method, mode=args.mode, layer=args.layer, n=args.n)}
+    results: dict[str, Any] = json.loads(out.read_text()) if out is not None and out.exists() else {}
+    if {k: results.get(k) for k in header} != header:
+        results = dict(header)
+    parts = {
+        "codec": lambda: eval_codec(model),
+        "prompts": lambda: eval_prompts(model),
+        "steering": lambda: [r for m in args.method for r in eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n, method=m, mode=args.mode)],
+    }
+    for name in args.what:
+        if name in results:
+            print(f"{name}: kept from {out}")
+            continue
+        results[name] = parts[name]()
+        print(json.dumps({name: results[name]}, indent=2), flush=True)
+        if out is not None:
+            atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     return 0
 
 
