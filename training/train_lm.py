@@ -138,7 +138,7 @@ tempi 60-180 BPM, keys, and a tabla accompaniment.
   text dropped for 10% of items (CFG), descriptions randomly shortened
 - final train loss {stats['final_train_loss']:.3f}; test loss with text {stats['val_loss_text']:.3f}, without text {stats['val_loss_no_text']:.3f} (mean cross-entropy over codebooks, nats)
 - {codec_text}; multi-resolution mel (10 to 320 bands for windows of 64 to 2048 samples) + 0.1 waveform L1 + commitment; no adversarial loss
-- known weakness: no adversarial loss, so reconstructions carry a noise floor in quiet passages that clean audio lacks (judge accuracy on reconstructions 0.81 vs 0.95 clean); measure what a clean-trained classifier hears in reconstructions with `make eval`; see the README's "The embedded toy model"
+- known weakness: the codec smears harmonics and loses sparse high partials (a xylophone's bar modes), so a classifier trained on clean clips hears fewer instruments correctly in reconstructions (0.81 vs 0.95 clean); it is the encoder/decoder, not the codes (unquantised latents score the same) nor a noise floor (gating it away changes nothing); `make eval` also reports `eval.codec_classifier`, a judge trained on reconstructions, to separate the codec's errors from the decoder's; see the README's "The embedded toy model"
 - stored in float16; `from_pretrained` loads it as float32
 - reproduce: `make train` (training/train_codec.py, training/train_lm.py, training/ship.py)
 """

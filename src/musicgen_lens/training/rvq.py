@@ -130,32 +130,30 @@ class ResidualVQ(nn.Module):
             dead_codes=dead,
         )
 
-    @torch.no_grad()
-    def import_from(self, encodec: nn.Module) -> None:
-        """Take the codebooks of a trained `EncodecModel` (the inverse of `export_to`)."""
-        self._check_matches(encodec)
-        for level, layer in zip(self.levels, encodec.quantizer.layers):
-            book = layer.codebook
-            level.embed.copy_(book.embed)
-            level.embed_avg.copy_(book.embed_avg)
-            level.cluster_size.copy_(book.cluster_size)
-            level.inited.fill_(True)
+    _SHARED = ("embed", "embed_avg", "cluster_size")
 
-    def _check_matches(self, encodec: nn.Module) -> None:
+    def _books(self, encodec: nn.Module) -> list[tuple[EMACodebook, nn.Module]]:
+        """(our level, the EnCodec codebook) pairs, in order; refuses a mismatched quantiser."""
         layers = encodec.quantizer.layers
         if len(layers) != len(self.levels):
             raise ValueError(f"the EnCodec has {len(layers)} quantizers but this RVQ has {len(self.levels)} levels")
         for level, layer in zip(self.levels, layers):
             if tuple(layer.codebook.embed.shape) != tuple(level.embed.shape):
                 raise ValueError(f"codebook shape {tuple(layer.codebook.embed.shape)} != RVQ level {tuple(level.embed.shape)}")
+        return [(level, layer.codebook) for level, layer in zip(self.levels, layers)]
+
+    @torch.no_grad()
+    def import_from(self, encodec: nn.Module) -> None:
+        """Take the codebooks of a trained `EncodecModel` (the inverse of `export_to`)."""
+        for level, book in self._books(encodec):
+            for name in self._SHARED:
+                getattr(level, name).copy_(getattr(book, name))
+            level.inited.fill_(True)
 
     @torch.no_grad()
     def export_to(self, encodec: nn.Module) -> None:
         """Write the codebooks into a Hugging Face `EncodecModel`'s quantiser (same order)."""
-        self._check_matches(encodec)
-        for level, layer in zip(self.levels, encodec.quantizer.layers):
-            book = layer.codebook
-            book.embed.copy_(level.embed)
-            book.embed_avg.copy_(level.embed_avg)
-            book.cluster_size.copy_(level.cluster_size)
+        for level, book in self._books(encodec):
+            for name in self._SHARED:
+                getattr(book, name).copy_(getattr(level, name))
             book.inited.fill_(1.0)
