@@ -341,3 +341,33 @@ def test_a_resumed_log_drops_the_steps_it_will_redo(tmp_path):
     with open_log(tmp_path / "new.jsonl", 0) as log:
         log.write("{}\n")
     assert (tmp_path / "new.jsonl").read_text() == "{}\n"
+
+
+def test_a_continued_run_carries_its_checkpoints_history_into_the_model_card(tmp_path):
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    from musicgen_lens.toy import TOY_MODEL
+
+    spec = importlib.util.spec_from_file_location("train_lm_script", Path(__file__).parents[1] / "training" / "train_lm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    first = script.earlier_card_line(str(TOY_MODEL), "- training: ")
+    assert first is not None and "steps" in first
+    assert script.earlier_card_line(str(tmp_path), "- training: ") is None  # no card there
+    assert script.earlier_card_line(None, "- training: ") is None
+
+    class Cfg:
+        n_layers, d_model, n_heads, d_mlp, n_codebooks, d_vocab, sample_rate, frame_rate = 4, 128, 4, 512, 4, 256, 16000, 100.0
+
+    class Model:
+        cfg = Cfg()
+
+    stats = dict(steps=600, batch_size=16, minutes=47.0, final_train_loss=3.6, val_loss_text=3.8, val_loss_no_text=3.83, train_clips=3230)
+    args = argparse.Namespace(init_from=str(TOY_MODEL), codec="runs/none", final_codec=None, lr=5e-4, seed=1)
+    card = script.model_card(stats, Model(), args)
+    training = next(line for line in card.splitlines() if line.startswith("- training: "))
+    assert training.startswith("- training: first " + first.rstrip(";")) and "then continued from that checkpoint for 600 steps" in training
+    codec = next(line for line in card.splitlines() if line.startswith("- codec training: "))
+    assert codec.split(";")[0] == "- codec training: " + script.earlier_card_line(str(TOY_MODEL), "- codec training: ").split(";")[0]
