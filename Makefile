@@ -33,7 +33,7 @@ train: $(VENV)/.installed
 	$(PY) training/train_lm.py --data runs/world --codec runs/codec/encodec --final-codec runs/codec_ft/encodec --run runs/lm --steps 1800
 	$(PY) training/ship.py --export runs/lm/export
 
-# The toy model's measurements reported in the README.
+# The toy model's measurements reported in the README (about 40 min on 2 cores; resumes from eval_results.json).
 eval: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m musicgen_lens.eval --out eval_results.json
 
