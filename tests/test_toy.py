@@ -108,3 +108,18 @@ def test_loading_does_not_warn_about_musicgens_pad_token():
     finally:
         check.removeHandler(handler)
         hf_logging.set_verbosity(verbosity)
+
+
+def test_every_steering_verdict_is_also_given_by_the_codec_judge(toy, monkeypatch):
+    import musicgen_lens.eval as ev
+    from musicgen_lens.recipes import timbre_concept
+
+    # a codec judge that is the clean judge: the two sets of verdicts must agree key for key
+    monkeypatch.setattr(ev, "codec_classifier", lambda model, concept="instrument": ev.clean_classifier(concept))
+    concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0, method="diff_means")
+    (result,) = ev.eval_steering(toy, alphas=(1.0,), n=2, duration=2.0, start=1.0, concept=concept)
+    assert result["method"] == "diff_means" and result["mode"] == "add"
+    judged = [k for k in result if k.endswith("_codec_judge") or "_codec_judge_" in k]
+    assert len(judged) == 7
+    for key in judged:
+        assert result[key] == result[key.replace("_codec_judge", "")], key

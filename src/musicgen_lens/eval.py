@@ -371,6 +371,8 @@ def eval_steering(
     runs = [dict(duration=duration, seed=seed, progress=False) for seed in range(n)]
     unsteered = [model.generate([prompt], **kw) for kw in runs]
     originals = [after_start(codes) for codes in unsteered]
+    # the unsteered verdicts, once per judge: every alpha compares against the same runs
+    inst_before = {name: i_judge.predict(originals, sr) for name, i_judge, _ in judges}
     style_before = {name: s_judge.proba_of(originals, style, sr) for name, _, s_judge in judges}
     results = []
     for alpha in alphas:
@@ -383,9 +385,9 @@ def eval_steering(
         for name, i_judge, s_judge in judges:
             drop = style_before[name] - s_judge.proba_of(steereds, style, sr)  # paired: one seed per row
             verdicts.update({
-                f"target_rate_unsteered{name}": float(np.mean(i_judge.predict(originals, sr) == target)),
+                f"target_rate_unsteered{name}": float(np.mean(inst_before[name] == target)),
                 f"target_rate_steered{name}": float(np.mean(i_judge.predict(steereds, sr) == target)),
-                f"source_rate_unsteered{name}": float(np.mean(i_judge.predict(originals, sr) == source)),
+                f"source_rate_unsteered{name}": float(np.mean(inst_before[name] == source)),
                 f"style_prob_unsteered{name}": float(style_before[name].mean()),
                 f"style_prob_steered{name}": float((style_before[name] - drop).mean()),
                 f"fidelity_drop{name}": float(drop.mean()),

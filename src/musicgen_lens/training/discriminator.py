@@ -1,10 +1,11 @@
 """A multi-resolution spectrogram discriminator for the codec's adversarial fine-tune.
 
-Mel and waveform losses alone leave a low-bitrate decoder with a broadband noise floor between
-harmonics and in quiet bands: an L1 on averages cannot tell "smeared" from "sharp". A
-discriminator that looks at log-magnitude spectrograms at several resolutions (UnivNet's MRD,
-scaled down for 2 CPU cores: 16 channels, strided in frequency from the first layer) can, and its
-feature-matching term pushes the decoder towards the real spectral texture.
+Mel and waveform losses alone let a small decoder smear harmonics into the bins between them:
+an L1 on averages cannot tell "smeared" from "sharp". A discriminator that looks at
+log-magnitude spectrograms at several resolutions (UnivNet's MRD, scaled down for 2 CPU cores:
+16 channels, strided in frequency from the first layer) can, and its feature-matching term pushes
+the decoder towards the real spectral texture. On the toy codec a short CPU fine-tune with it
+did not help (see the README's measurements); it is here for longer runs.
 
 Losses are least-squares GAN (HiFi-GAN) plus relative L1 feature matching (audiocraft
 normalises each layer by the real features' mean magnitude, so deep and shallow layers weigh
@@ -36,7 +37,7 @@ class SpectrogramDiscriminator(nn.Module):
 
     def spectrogram(self, audio: Float[Tensor, "batch 1 samples"]) -> Float[Tensor, "batch 1 frames bins"]:
         spec = torch.stft(audio[:, 0], self.n_fft, hop_length=self.hop, window=self.window, return_complex=True)
-        # log magnitude: the noise floor in quiet bins is what the mel loss under-weighs
+        # log magnitude: weak bins between harmonics count as much as the harmonics
         return torch.log(spec.abs().clamp(min=1e-5)).transpose(1, 2)[:, None]
 
     def forward(self, audio: Float[Tensor, "batch 1 samples"]) -> tuple[Tensor, list[Tensor]]:

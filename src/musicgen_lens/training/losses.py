@@ -45,4 +45,3 @@ class MultiResolutionMelLoss(nn.Module):
             p, t = self.mel(pred, n_fft), self.mel(target, n_fft)
             loss = loss + (p - t).abs().mean() + (torch.log(p + 1e-5) - torch.log(t + 1e-5)).abs().mean()
         return loss / len(self.n_ffts)
-
