@@ -195,12 +195,10 @@ def _item_codes(model: "HookedMusicGen", item: Item) -> torch.Tensor:
         return codes.to(model.device)
     if item.audio is None:
         raise ValueError(f"item {item.id!r} has neither codes nor audio")
-    from musicgen_lens.generation import encode_prompt
-
     if item.sr is None and not isinstance(item.audio, (str, os.PathLike)):
         raise ValueError(f"item {item.id!r} has in-memory audio but no sr: give its sample rate (Item(sr=...) or 'sr')")
     with torch.no_grad():
-        return encode_prompt(model, item.audio, batch=1, sr=item.sr)
+        return model.encode_prompt(item.audio, batch=1, sr=item.sr)
 
 
 def _rows_for_item(

@@ -8,7 +8,6 @@ Every activation passes through a named HookPoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import einops
 import torch
@@ -19,6 +18,7 @@ from transformer_lens.hook_points import HookPoint
 from transformers.activations import ACT2FN
 
 from musicgen_lens.config import MusicGenConfig
+from musicgen_lens.kv_cache import LayerKVCache
 
 
 class Embed(nn.Module):
@@ -80,36 +80,6 @@ class LayerNorm(nn.Module):
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt())
         return self.hook_normalized(x / scale * self.w + self.b)
-
-
-@dataclass
-class KVCache:
-    """Preallocated keys/values of one attention layer: no per-step growth during generation.
-
-    Stored head-major ([batch, head, pos, d_head]) so that attention reads them without copies.
-    """
-
-    k: Float[torch.Tensor, "batch head_index max_pos d_head"]
-    v: Float[torch.Tensor, "batch head_index max_pos d_head"]
-    length: int = 0
-    frozen: bool = False  # cross-attention: filled once from the conditioning, then only read
-
-    @classmethod
-    def empty(cls, batch: int, max_pos: int, cfg: MusicGenConfig, device: torch.device | str) -> "KVCache":
-        shape = (batch, cfg.n_heads, max_pos, cfg.d_head)
-        return cls(torch.empty(shape, dtype=cfg.dtype, device=device), torch.empty(shape, dtype=cfg.dtype, device=device))
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.shape[2]
-        if end > self.k.shape[2]:
-            raise RuntimeError(f"KV cache full: {end} positions requested, {self.k.shape[2]} allocated")
-        self.k[:, :, self.length : end] = k
-        self.v[:, :, self.length : end] = v
-        self.length = end
-        return self.read()
-
-    def read(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
 
 
 def _heads_first(x: Float[torch.Tensor, "batch pos head_index d_head"]) -> Float[torch.Tensor, "batch head_index pos d_head"]:
@@ -182,7 +152,7 @@ class Attention(nn.Module):
         x: Float[torch.Tensor, "batch pos d_model"],
         kv_input: Float[torch.Tensor, "batch kv_pos d_model"] | None = None,
         key_mask: Bool[torch.Tensor, "batch kv_pos"] | None = None,
-        cache: KVCache | None = None,
+        cache: LayerKVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         q = self._project(x, self.W_Q_T, self.hook_q)
         if cache is not None and cache.frozen:
@@ -290,8 +260,8 @@ class TransformerBlock(nn.Module):
         resid_pre: Float[torch.Tensor, "batch pos d_model"],
         cond: Float[torch.Tensor, "batch text_pos d_model"] | None,
         cond_mask: Bool[torch.Tensor, "batch text_pos"] | None,
-        self_cache: KVCache | None = None,
-        cross_cache: KVCache | None = None,
+        self_cache: LayerKVCache | None = None,
+        cross_cache: LayerKVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
         resid_pre = self.hook_resid_pre(resid_pre)
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre), cache=self_cache))

@@ -1,134 +1,32 @@
-"""Generation: delay pattern, KV cache, classifier-free guidance and sampling, with hooks live.
+"""Generation: the loop around the model's cached step, with classifier-free guidance and sampling.
 
-Hooks run during generation with the KV cache on, so each hook sees only the new position.
-Every HookPoint carries `hook.ctx` (a `HookContext`): the absolute decoder positions the call
-covers, the audio frames they write, and which batch rows are the unconditional branch of
-classifier-free guidance. That makes "steer from second 5, conditional branch only" exact:
-
-    def add_from_5s(resid, hook):
-        ctx = hook.ctx
-        when = (ctx.seconds >= 5.0)                     # [pos]
-        rows = ctx.cond_rows                            # [batch]
-        mask = rows[:, None, None] & when[None, :, None]
-        return resid + mask * vector
-
-    model.generate(["classical trumpet"], duration=10, fwd_hooks=[("blocks.18.hook_resid_post", add_from_5s)])
-
-The delay pattern (codebook k of a mono model is shifted right by k positions; a stereo model
-interleaves [L0, R0, L1, R1, ...] and shifts pair c by c) lives in `delays`,
-`apply_delay_pattern` and `revert_delay_pattern` and nowhere else.
+`generate` builds the delayed template (BOS/pad columns and any audio prompt fixed), batches the
+conditional and unconditional branches of classifier-free guidance as [cond; uncond] rows, and
+calls `model(new_codes, cond, kv_cache=cache)` once per step: the model owns the cached step and
+sets `hook.ctx` (see `musicgen_lens.hook_context`), so hooks run during generation with the KV
+cache on, each seeing only the new position, and know its frame, second and CFG rows.
+The delay pattern and the position <-> frame <-> second arithmetic live in
+`musicgen_lens.delay_pattern` (re-exported here for the first API's users).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from musicgen_lens.components import KVCache
 from musicgen_lens.conditioning import Conditioning, broadcast_melodies
+from musicgen_lens.delay_pattern import apply_delay_pattern, delays, revert_delay_pattern
+from musicgen_lens.kv_cache import KVCache
 
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
-# ---------------------------------------------------------------------------- delay pattern
-
-
-def delays(n_codebooks: int, audio_channels: int = 1) -> list[int]:
-    """Delay in positions of each codebook: k for mono, k // 2 for interleaved stereo."""
-    return [k // audio_channels for k in range(n_codebooks)]
-
-
-def apply_delay_pattern(
-    codes: Int[torch.Tensor, "batch n_codebooks frames"], pad_id: int, audio_channels: int = 1, length: int | None = None
-) -> Int[torch.Tensor, "batch n_codebooks length"]:
-    """Audio frames -> the decoder's layout: a BOS/pad column, then codebook k shifted by its delay.
-
-    Position t of codebook k holds frame t - 1 - delay(k); everything else is `pad_id`.
-    `length` defaults to frames + max delay + 1 (every frame of every codebook present).
-    """
-    b, k, n = codes.shape
-    ds = delays(k, audio_channels)
-    length = n + ds[-1] + 1 if length is None else length
-    out = torch.full((b, k, length), pad_id, dtype=codes.dtype, device=codes.device)
-    for cb, d in enumerate(ds):
-        end = min(length, n + d + 1)
-        out[:, cb, d + 1 : end] = codes[:, cb, : end - d - 1]
-    return out
-
-
-def revert_delay_pattern(
-    seq: Int[torch.Tensor, "batch n_codebooks length"], audio_channels: int = 1, frames: int | None = None
-) -> Int[torch.Tensor, "batch n_codebooks frames"]:
-    """The inverse of `apply_delay_pattern`: undelayed frames [batch, n_codebooks, frames]."""
-    b, k, length = seq.shape
-    ds = delays(k, audio_channels)
-    frames = length - ds[-1] - 1 if frames is None else frames
-    return torch.stack([seq[:, cb, d + 1 : d + 1 + frames] for cb, d in enumerate(ds)], dim=1)
-
-
-# ---------------------------------------------------------------------------- hook context
-
-
-@dataclass
-class HookContext:
-    """Where in time (and in the CFG batch) the current forward call is; read it as `hook.ctx`.
-
-    Decoder position t holds, for codebook k, frame t - 1 - delay(k), and its logits write frame
-    t - delay(k). `frames` is the *earliest* frame a position writes (t - max_delay), so
-    intervening only at positions with frame >= N leaves every codebook of frames < N unchanged.
-
-    A melody model prepends `prefix` conditioning positions (chroma, then text); they sit at the
-    negative positions [-prefix, 0), so codes keep their positions, frames and seconds, and
-    time windows (which start at frame 0 or later) never touch the conditioning.
-    """
-
-    frame_rate: float
-    max_delay: int
-    start: int = 0
-    length: int = 0
-    uncond: Bool[torch.Tensor, "batch"] | None = None
-    generating: bool = False
-    step: int = 0  # generation step: 0 is the prefill (BOS and any audio prompt)
-    n_steps: int = 0
-    prefix: int = 0  # melody models: conditioning positions prepended to the codes
-
-    @property
-    def positions(self) -> Int[torch.Tensor, "pos"]:
-        device = self.uncond.device if self.uncond is not None else None
-        return torch.arange(self.start, self.start + self.length, device=device)
-
-    @property
-    def frames(self) -> Int[torch.Tensor, "pos"]:
-        return self.positions - self.max_delay
-
-    @property
-    def seconds(self) -> Float[torch.Tensor, "pos"]:
-        return self.frames / self.frame_rate
-
-    @property
-    def cond_rows(self) -> Bool[torch.Tensor, "batch"]:
-        return ~self.uncond
-
-    @property
-    def uncond_rows(self) -> Bool[torch.Tensor, "batch"]:
-        return self.uncond
-
-    def rows(self, branch: str) -> Bool[torch.Tensor, "batch"]:
-        """'cond', 'uncond' or 'both' -> a [batch] mask."""
-        if branch == "cond":
-            return self.cond_rows
-        if branch == "uncond":
-            return self.uncond_rows
-        if branch == "both":
-            return torch.ones_like(self.uncond)
-        raise ValueError(f"branch must be 'cond', 'uncond' or 'both', got {branch!r}")
+__all__ = ["apply_delay_pattern", "delays", "filter_logits", "generate", "guided_logits", "revert_delay_pattern", "sample_next"]
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -191,7 +89,7 @@ def _check_args(*, guidance_scale: float, temperature: float, top_k: int, top_p:
 
 
 def _frames_to_generate(model: "HookedMusicGen", duration: float | None, max_new_frames: int | None, n_prompt: int, n_prefix: int = 0) -> int:
-    cfg = model.cfg
+    cfg, pattern = model.cfg, model.pattern
     if (duration is None) == (max_new_frames is None):
         raise ValueError("pass exactly one of duration= (seconds of new audio) or max_new_frames=")
     if duration is not None:
@@ -202,76 +100,45 @@ def _frames_to_generate(model: "HookedMusicGen", duration: float | None, max_new
             raise ValueError(f"duration {duration}s is shorter than one frame (1/{cfg.frame_rate} s)")
     if max_new_frames < 1:
         raise ValueError(f"max_new_frames must be >= 1, got {max_new_frames}")
-    max_delay = delays(cfg.n_codebooks, cfg.audio_channels)[-1]
-    limit = cfg.n_ctx - max_delay - 1 - n_prefix  # frames the positional table can hold, prompt included
+    limit = pattern.max_frames(cfg.n_ctx, n_prefix)  # frames the positional table can hold, prompt included
     if n_prompt + max_new_frames > limit:
         prefix = f", {n_prefix} conditioning positions" if n_prefix else ""
         raise ValueError(
             f"{n_prompt} prompt frames + {max_new_frames} new frames exceed what the model supports: "
-            f"{limit} frames = {limit / cfg.frame_rate:.2f} s in all (n_ctx={cfg.n_ctx}, max delay {max_delay}{prefix})"
+            f"{limit} frames = {limit / cfg.frame_rate:.2f} s in all (n_ctx={cfg.n_ctx}, max delay {pattern.max_delay}{prefix})"
         )
     return max_new_frames
 
 
-def _resolve_conditioning(
+def _conditioning(
     model: "HookedMusicGen",
-    texts: Sequence[str] | None,
+    texts: Sequence[str] | str | None,
     cond: Conditioning | None,
     batch_size: int | None,
     melody: Any = None,
     melody_sr: int | None = None,
 ) -> Conditioning:
+    """generate's inputs -> one Conditioning: texts or cond (one rule: `model.resolve_cond`), plus a melody."""
     if texts is not None and cond is not None:
         raise ValueError("pass texts or cond, not both")
+    if isinstance(texts, (list, tuple)) and len(texts) == 0:
+        raise ValueError("texts is empty: pass at least one prompt (or batch_size= for unconditional audio)")
     chroma = None
     if melody is not None or melody_sr is not None:
         if melody is None:
             raise ValueError("melody_sr= was given without melody=")
         chroma = model.melody_chroma(melody, melody_sr)  # checks that the model is a melody model
-    if texts is not None:
-        if isinstance(texts, str):
-            texts = [texts]
-        if len(texts) == 0:
-            raise ValueError("texts is empty: pass at least one prompt (or batch_size= for unconditional audio)")
-        cond = model.condition(list(texts))
-    elif cond is None and chroma is not None:
-        cond = model.condition(chroma=chroma)
-        if batch_size is not None and cond.batch == 1 and batch_size > 1:
-            cond = cond.repeat(batch_size)
-        chroma = None
-    elif cond is None:
-        cond = model.null_condition(batch_size or 1)
+    source = texts if texts is not None else cond
+    if source is None and chroma is not None:
+        source, chroma = model.condition(chroma=chroma), None  # melody only
+    resolved = model.resolve_cond(source, None if source is not None else batch_size)
     if chroma is not None:
-        cond = cond.with_chroma(broadcast_melodies(chroma, cond.batch))
-    if batch_size is not None and cond.batch != batch_size:
-        raise ValueError(f"batch_size={batch_size} but the conditioning has batch {cond.batch}")
-    return model.resolve_cond(cond, cond.batch)
-
-
-def encode_prompt(
-    model: "HookedMusicGen", audio: Any, batch: int, offset: float = 0.0, duration: float | None = None, sr: int | None = None
-) -> torch.Tensor:
-    """A waveform prompt (path or tensor) -> codes [batch, n_codebooks, frames].
-
-    In-memory audio is at `sr` (default: the model's sample rate) and is resampled if needed.
-    """
-    from musicgen_lens.audio import load_audio
-
-    clips = list(audio) if isinstance(audio, torch.Tensor) and audio.ndim == 3 else [audio]
-    items = []
-    for clip in clips:
-        # arrays carry no sample rate of their own
-        in_memory = {"sr": sr or model.sample_rate} if isinstance(clip, (torch.Tensor, np.ndarray)) else {}
-        loaded, _ = load_audio(
-            clip, target_sr=model.sample_rate, channels=model.cfg.audio_channels, offset=offset, duration=duration, **in_memory
-        )
-        items.append(loaded)
-    codes = model.encode(torch.stack(items).to(model.device))
-    if codes.shape[0] == 1 and batch > 1:
-        codes = codes.expand(batch, -1, -1)
-    if codes.shape[0] != batch:
-        raise ValueError(f"the audio prompt has batch {codes.shape[0]} but there are {batch} prompts")
-    return codes
+        resolved = resolved.with_chroma(broadcast_melodies(chroma, resolved.batch))
+    if batch_size is not None and resolved.batch != batch_size:
+        if resolved.batch != 1:
+            raise ValueError(f"batch_size={batch_size} but the conditioning has batch {resolved.batch}")
+        resolved = resolved.repeat(batch_size)
+    return resolved
 
 
 @torch.no_grad()
@@ -322,12 +189,12 @@ def generate(
     """
     cfg = model.cfg
     _check_args(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
-    cond = _resolve_conditioning(model, texts, cond, batch_size, melody, melody_sr)
+    cond = _conditioning(model, texts, cond, batch_size, melody, melody_sr)
     batch = cond.batch
     if audio_prompt is not None:
         if audio_prompt_codes is not None:
             raise ValueError("pass audio_prompt or audio_prompt_codes, not both")
-        audio_prompt_codes = encode_prompt(model, audio_prompt, batch, prompt_offset, prompt_duration)
+        audio_prompt_codes = model.encode_prompt(audio_prompt, batch, prompt_offset, prompt_duration)
     n_prompt = 0
     if audio_prompt_codes is not None:
         prompt = audio_prompt_codes.to(model.device)
@@ -349,60 +216,38 @@ def generate(
         # window seconds count from the first frame of the prompt, so the total is passed
         fwd_hooks = steering_hooks(model, steering, n_frames=n_frames) + list(fwd_hooks)
 
-    ds = delays(cfg.n_codebooks, cfg.audio_channels)
-    length = n_frames + ds[-1] + 1
+    pattern = model.pattern
+    length = pattern.length_for(n_frames)
     # -1 marks what is to be generated; pads and the prompt are fixed by the template
     todo = torch.full((batch, cfg.n_codebooks, n_frames), -1, dtype=torch.long, device=model.device)
     if n_prompt:
         todo[..., :n_prompt] = prompt
-    seq = apply_delay_pattern(todo, cfg.pad_token_id, cfg.audio_channels)
+    seq = pattern.apply(todo, cfg.pad_token_id)
     fixed = seq != -1
 
     use_cfg = guidance_scale is not None and guidance_scale > 1
     run_cond = Conditioning.cat([cond, cond.null_like()]) if use_cfg else cond
-    rows = run_cond.batch
     generator = None
     if seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
 
-    ctx = model.ctx
-    ctx.generating, ctx.uncond, ctx.prefix = True, run_cond.is_null, n_prefix
     first = n_prompt + 1  # positions [0, first) are known: BOS and the prompt's first codebook
-    ctx.n_steps = length - first
-    melody = cfg.is_melody
-    caches = [
-        (
-            KVCache.empty(rows, n_prefix + length, cfg, model.device),
-            None if melody else KVCache.empty(rows, run_cond.states.shape[1], cfg, model.device),
-        )
-        for _ in range(cfg.n_layers)
-    ]
+    cache = KVCache.for_model(
+        cfg, run_cond.batch, n_prefix + length, text_pos=run_cond.states.shape[1], n_steps=length - first,
+        device=model.device, dtype=model.dtype,
+    )
     show = progress and sys.stderr.isatty()
-    try:
-        with model.hooks(fwd_hooks=list(fwd_hooks)):
-            # once: cross-attention K/V are cached too; a melody prefix enters the KV cache at the prefill
-            prefix = model.prefix(run_cond) if melody else None
-            cond_states = None if melody else model.project_cond(run_cond)
-            cond_mask = None if melody else run_cond.mask
-            start = 0
-            for step, end in enumerate(tqdm(range(first, length), disable=not show, desc="generating", unit="step")):
-                tokens = seq[..., start:end]
-                if use_cfg:
-                    tokens = tokens.repeat(2, 1, 1)
-                if step == 0 and melody:
-                    ctx.start, ctx.length, ctx.step = -n_prefix, n_prefix + end, step
-                    residual = model.embed_codes(tokens, 0, prefix=prefix)
-                else:
-                    ctx.start, ctx.length, ctx.step = start, end - start, step
-                    residual = model.embed_codes(tokens, n_prefix + start)
-                residual = model.run_blocks(residual, cond_states, cond_mask, caches)
-                logits = model.logits_from_resid(residual[:, -1:])[:, :, -1].float()
-                logits = guided_logits(logits, batch, guidance_scale if use_cfg else None)
-                nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-                seq[..., end] = torch.where(fixed[..., end], seq[..., end], nxt)
-                start = end
-    finally:
-        ctx.generating, ctx.uncond, ctx.start, ctx.length, ctx.prefix = False, None, 0, 0, 0
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        start = 0
+        for end in tqdm(range(first, length), disable=not show, desc="generating", unit="step"):
+            tokens = seq[..., start:end]
+            if use_cfg:
+                tokens = tokens.repeat(2, 1, 1)
+            logits = model(tokens, run_cond, kv_cache=cache)[:, :, -1].float()
+            logits = guided_logits(logits, batch, guidance_scale if use_cfg else None)
+            nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            seq[..., end] = torch.where(fixed[..., end], seq[..., end], nxt)
+            start = end
     if return_delayed:
         return seq
-    return revert_delay_pattern(seq, cfg.audio_channels, n_frames)
+    return pattern.revert(seq, n_frames)

@@ -28,10 +28,12 @@ from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 
 from musicgen_lens.chroma import ChromaExtractor
-from musicgen_lens.components import ChromaProjection, CondProjection, Embed, KVCache, LayerNorm, PosEmbed, TransformerBlock, Unembed
+from musicgen_lens.components import ChromaProjection, CondProjection, Embed, LayerNorm, PosEmbed, TransformerBlock, Unembed
 from musicgen_lens.conditioning import Conditioning, TextEncoder, broadcast_melodies
 from musicgen_lens.config import MusicGenConfig
-from musicgen_lens.generation import HookContext, delays
+from musicgen_lens.delay_pattern import DelayPattern
+from musicgen_lens.hook_context import HookContext
+from musicgen_lens.kv_cache import KVCache
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
@@ -81,8 +83,10 @@ class HookedMusicGen(HookedRootModule):
         self.tokenizer = tokenizer
         self._default_cond: Conditioning | None = None
         self.active_codebook = 0  # which codebook TransformerLens's logit_attrs reads
-        # One context object shared by every HookPoint (`hook.ctx`), updated in place per call.
-        self.ctx = HookContext(frame_rate=cfg.frame_rate, max_delay=delays(cfg.n_codebooks, cfg.audio_channels)[-1])
+        # The delay layout and time model (position <-> frame <-> second), and the one context object
+        # shared by every HookPoint (`hook.ctx`), which forward updates in place per call.
+        self.pattern = DelayPattern(cfg.n_codebooks, cfg.audio_channels, cfg.frame_rate)
+        self.ctx = HookContext(self.pattern)
         if init:
             self.init_weights()
         self.setup()
@@ -129,6 +133,11 @@ class HookedMusicGen(HookedRootModule):
     @property
     def device(self) -> torch.device:
         return self.embed.W_E.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The decoder's floating dtype (follows `.to(dtype)` / `.half()`, unlike cfg.dtype, the loading dtype)."""
+        return self.embed.W_E.dtype
 
     @property
     def sample_rate(self) -> int:
@@ -263,7 +272,7 @@ class HookedMusicGen(HookedRootModule):
         if melody is not None or chroma is not None or melody_sr is not None:
             chroma = self.melody_chroma(melody, melody_sr, chroma)
             if texts is None and input_ids is None:
-                empty = torch.zeros(chroma.shape[0], 0, self.cfg.d_cond, device=self.device, dtype=self.cfg.dtype)
+                empty = torch.zeros(chroma.shape[0], 0, self.cfg.d_cond, device=self.device, dtype=self.dtype)
                 return Conditioning(empty, torch.zeros(chroma.shape[0], 0, dtype=torch.bool, device=self.device), [], chroma)
             cond = self.condition(texts, input_ids=input_ids, attention_mask=attention_mask)
             return cond.with_chroma(broadcast_melodies(chroma, cond.batch))
@@ -279,7 +288,7 @@ class HookedMusicGen(HookedRootModule):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         states = self.text_encoder(input_ids.to(self.device), attention_mask.to(self.device))
-        return Conditioning(states.to(self.cfg.dtype), attention_mask.to(self.device).bool(), list(texts) if texts is not None else [])
+        return Conditioning(states.to(self.dtype), attention_mask.to(self.device).bool(), list(texts) if texts is not None else [])
 
     def null_condition(self, batch: int) -> Conditioning:
         """The unconditional (no text) input of classifier-free guidance.
@@ -288,7 +297,7 @@ class HookedMusicGen(HookedRootModule):
         unconditional branch, whose zero text has as many positions as the conditional one:
         `cond.null_like()` builds exactly that).
         """
-        return Conditioning.null(batch, self.cfg.d_cond, self.device, self.cfg.dtype)
+        return Conditioning.null(batch, self.cfg.d_cond, self.device, self.dtype)
 
     def melody_chroma(
         self, melody: Any = None, melody_sr: int | None = None, chroma: torch.Tensor | None = None
@@ -304,7 +313,7 @@ class HookedMusicGen(HookedRootModule):
         if (melody is None) == (chroma is None):
             raise ValueError("pass melody= (audio) or chroma= (features), exactly one")
         if chroma is None:
-            return load_melody(melody, self.chroma_extractor, sr=melody_sr, device=self.device).to(self.cfg.dtype)
+            return load_melody(melody, self.chroma_extractor, sr=melody_sr, device=self.device).to(self.dtype)
         if melody_sr is not None:
             raise ValueError("melody_sr= is the sample rate of melody audio; ready-made chroma= features have none")
         if not isinstance(chroma, torch.Tensor) or chroma.ndim != 3 or chroma.shape[-1] != self.cfg.n_chroma or chroma.shape[1] == 0:
@@ -312,7 +321,7 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError(f"chroma must be a tensor [batch, chroma_frames>=1, n_chroma={self.cfg.n_chroma}], got {shape}")
         if not torch.isfinite(chroma).all():
             raise ValueError("chroma contains NaN or inf")
-        return chroma.to(device=self.device, dtype=self.cfg.dtype)
+        return chroma.to(device=self.device, dtype=self.dtype)
 
     def n_prefix(self, cond: Conditioning) -> int:
         """Positions prepended to the codes: chroma_length + text positions (melody), else 0."""
@@ -333,7 +342,7 @@ class HookedMusicGen(HookedRootModule):
 
     def project_chroma(self, cond: Conditioning) -> Float[torch.Tensor, "batch chroma_length d_model"]:
         """The melody prefix: projected chroma, tiled then cut to chroma_length (as Hugging Face)."""
-        projected = self.chroma_proj(cond.chroma_or_null(self.cfg.n_chroma, self.cfg.dtype))
+        projected = self.chroma_proj(cond.chroma_or_null(self.cfg.n_chroma, self.dtype))
         reps = math.ceil(self.cfg.chroma_length / projected.shape[1])
         return self.hook_chroma(projected.repeat(1, reps, 1)[:, : self.cfg.chroma_length])
 
@@ -342,8 +351,10 @@ class HookedMusicGen(HookedRootModule):
         return torch.cat([self.project_chroma(cond), self.project_cond(cond)], dim=1)
 
     # ------------------------------------------------------------------ forward
-    def check_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Validate codes [batch, n_codebooks, pos] in the delayed layout; clear errors otherwise."""
+    def check_codes(self, codes: torch.Tensor, *, check_values: bool = True) -> torch.Tensor:
+        """Validate codes [batch, n_codebooks, pos] in the delayed layout; clear errors otherwise.
+
+        `check_values=False` skips the value range (two host syncs), as cached steps do."""
         cfg = self.cfg
         if not isinstance(codes, torch.Tensor):
             raise TypeError(f"codes must be a torch.LongTensor [batch, n_codebooks, pos], got {type(codes).__name__}")
@@ -360,6 +371,8 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError(f"codes has {codes.shape[-1]} positions but the model supports at most n_ctx={cfg.n_ctx}")
         if codes.device != self.device:
             raise ValueError(f"codes are on {codes.device} but the model is on {self.device}; use codes.to(model.device)")
+        if not check_values:
+            return codes.long()
         lo, hi = int(codes.min()), int(codes.max())
         if lo < 0 or hi > cfg.d_vocab:
             raise ValueError(
@@ -368,24 +381,43 @@ class HookedMusicGen(HookedRootModule):
             )
         return codes.long()
 
-    def resolve_cond(self, cond: "Conditioning | Sequence[str] | None", batch: int) -> Conditioning:
+    def resolve_cond(
+        self, cond: "Conditioning | Sequence[str] | str | None", batch: int | None = None, *, what: str = "cond"
+    ) -> Conditioning:
+        """The one conditioning rule, used by forward, generate and patching.
+
+        - a Conditioning (from `model.condition(...)`) is used as it is;
+        - a str is one text, a list/tuple of str runs the text encoder here (so
+          `text_encoder.hook_out` fires inside the caller's forward pass);
+        - None is the conditioning set by `with model.conditioning(...)`, else the null text
+          (the unconditional branch of classifier-free guidance) for `batch` rows (1 if None);
+        - a conditioning of batch 1 is broadcast to `batch`; any other mismatch raises.
+
+        `what` names the argument in error messages (e.g. "clean_cond").
+        """
+        if isinstance(cond, str):
+            cond = [cond]
         if isinstance(cond, (list, tuple)):
-            cond = self.condition(cond)  # texts: runs the text encoder inside this forward pass
+            cond = self.condition(list(cond))
         if cond is None:
-            cond = self._default_cond if self._default_cond is not None else self.null_condition(batch)
+            cond = self._default_cond if self._default_cond is not None else self.null_condition(batch or 1)
         if not isinstance(cond, Conditioning):
-            raise TypeError(f"cond must be a Conditioning (from model.condition(texts)), got {type(cond).__name__}")
-        if cond.batch != batch:
-            raise ValueError(f"codes have batch {batch} but the conditioning has batch {cond.batch}; they must match")
+            raise TypeError(
+                f"{what} must be a Conditioning (from model.condition(texts)), a text, a list of texts or None, got {type(cond).__name__}"
+            )
+        if batch is not None and cond.batch != batch:
+            if cond.batch != 1:
+                raise ValueError(f"{what}: codes have batch {batch} but the conditioning has batch {cond.batch}; they must match (or be 1)")
+            cond = cond.repeat(batch)
         if cond.states.shape[-1] != self.cfg.d_cond:
-            raise ValueError(f"conditioning width is {cond.states.shape[-1]}, the model expects d_cond={self.cfg.d_cond}")
+            raise ValueError(f"{what}: conditioning width is {cond.states.shape[-1]}, the model expects d_cond={self.cfg.d_cond}")
         if cond.states.device != self.device:
-            raise ValueError(f"conditioning is on {cond.states.device} but the model is on {self.device}; use cond.to(model.device)")
+            raise ValueError(f"{what}: conditioning is on {cond.states.device} but the model is on {self.device}; use cond.to(model.device)")
         if cond.chroma is not None:
             if not self.cfg.is_melody:
-                raise ValueError("this conditioning carries a melody (chroma), but the model is a text-only MusicGen")
+                raise ValueError(f"{what}: this conditioning carries a melody (chroma), but the model is a text-only MusicGen")
             if cond.chroma.shape[-1] != self.cfg.n_chroma:
-                raise ValueError(f"conditioning chroma has {cond.chroma.shape[-1]} bins, the model expects n_chroma={self.cfg.n_chroma}")
+                raise ValueError(f"{what}: conditioning chroma has {cond.chroma.shape[-1]} bins, the model expects n_chroma={self.cfg.n_chroma}")
         return cond
 
     def embed_codes(
@@ -415,12 +447,13 @@ class HookedMusicGen(HookedRootModule):
         residual: Float[torch.Tensor, "batch pos d_model"],
         cond_states: Float[torch.Tensor, "batch text_pos d_model"] | None,
         cond_mask: torch.Tensor | None,
-        caches: "Sequence[tuple[KVCache, KVCache | None]] | None" = None,
+        kv_cache: KVCache | None = None,
         stop_at_layer: int | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        for layer, block in enumerate(self.blocks[:stop_at_layer]):
-            self_cache, cross_cache = caches[layer] if caches is not None else (None, None)
-            residual = block(residual, cond_states, cond_mask, self_cache, cross_cache)
+        n = self.cfg.n_layers if stop_at_layer is None else stop_at_layer
+        for layer in range(n):  # not self.blocks[:n]: slicing a ModuleList builds a new one per call
+            self_cache, cross_cache = kv_cache[layer] if kv_cache is not None else (None, None)
+            residual = self.blocks[layer](residual, cond_states, cond_mask, self_cache, cross_cache)
         return residual
 
     def logits_from_resid(self, residual: Float[torch.Tensor, "batch pos d_model"], n_prefix: int = 0) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
@@ -431,37 +464,68 @@ class HookedMusicGen(HookedRootModule):
     def forward(
         self,
         codes: Int[torch.Tensor, "batch n_codebooks pos"],
-        cond: "Conditioning | Sequence[str] | None" = None,
+        cond: "Conditioning | Sequence[str] | str | None" = None,
         return_type: ReturnType = "logits",
         *,
         stop_at_layer: int | None = None,
+        kv_cache: KVCache | None = None,
     ) -> Any:
         """Logits [batch, n_codebooks, pos, d_vocab] for delayed-layout codes.
 
-        cond may be a Conditioning or a list of texts (then `text_encoder.hook_out` fires in this
-        call, so run_with_cache sees it). cond=None uses the conditioning set by `model.conditioning(...)`, else the null text
-        (the unconditional branch of classifier-free guidance). return_type "loss" is the mean
-        over codebooks of next-code cross-entropy, ignoring pad/BOS targets (as Hugging Face).
+        cond follows `resolve_cond`: a Conditioning, a text or list of texts (then
+        `text_encoder.hook_out` fires in this call, so run_with_cache sees it), or None for the
+        conditioning set by `model.conditioning(...)`, else the null text (the unconditional
+        branch of classifier-free guidance). return_type "loss" is the mean over codebooks of
+        next-code cross-entropy, ignoring pad/BOS targets (as Hugging Face).
         `stop_at_layer=l` returns the residual stream entering block l.
+
+        `kv_cache` (a `KVCache`, e.g. `KVCache.for_model(...)`) makes this one *cached step*, as
+        TransformerLens's `forward(..., past_kv_cache=...)`: `codes` are only the new positions,
+        which start where the cache ends; keys/values are appended, cross-attention keys/values
+        (and a melody prefix, with `hook_cond` / `hook_chroma`) are computed at the first call
+        only, and `hook.ctx` says step `kv_cache.step` of `kv_cache.n_steps`. `generate` is a loop
+        of these steps. Code values are not range-checked here (that would cost two host syncs per
+        step): an out-of-range code fails inside the embedding.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
-        codes = self.check_codes(codes)
+        if kv_cache is not None and stop_at_layer is not None:
+            raise ValueError("stop_at_layer cannot be combined with kv_cache: the later layers' caches would fall behind")
+        codes = self.check_codes(codes, check_values=kv_cache is None)
         cond = self.resolve_cond(cond, codes.shape[0])
         n_prefix = self.n_prefix(cond)
-        if not self.ctx.generating:
-            # a melody prefix sits at the negative positions [-n_prefix, 0): codes keep their positions
-            self.ctx.start, self.ctx.length, self.ctx.uncond = -n_prefix, n_prefix + codes.shape[-1], cond.is_null
-            self.ctx.prefix = n_prefix
-        if self.cfg.is_melody:
-            residual = self.embed_codes(codes, prefix=self.prefix(cond))
-            residual = self.run_blocks(residual, None, None, stop_at_layer=stop_at_layer)
+        melody = self.cfg.is_melody
+        cached = kv_cache.length if kv_cache is not None else 0  # absolute positions already cached
+        first = cached == 0  # a melody prefix (and cross-attention K/V) enters at the first call
+        if kv_cache is None:
+            uncond = cond.is_null
         else:
-            residual = self.embed_codes(codes)
-            residual = self.run_blocks(residual, self.project_cond(cond), cond.mask, stop_at_layer=stop_at_layer)
-        if stop_at_layer is not None:
-            return residual
-        logits = self.logits_from_resid(residual, n_prefix)
+            if not isinstance(kv_cache, KVCache):
+                raise TypeError(f"kv_cache must be a musicgen_lens.KVCache (KVCache.for_model(...)), got {type(kv_cache).__name__}")
+            if kv_cache.batch != codes.shape[0]:
+                raise ValueError(f"kv_cache was made for batch {kv_cache.batch}, but codes have batch {codes.shape[0]}")
+            if first:
+                kv_cache.uncond = cond.is_null
+            uncond = kv_cache.uncond
+        start = -n_prefix if first else cached - n_prefix  # position of the first one passed, in codes' numbering
+        length = codes.shape[-1] + (n_prefix if first else 0)
+        self.ctx.enter(
+            start=start, length=length, uncond=uncond, prefix=n_prefix,
+            step=kv_cache.step if kv_cache is not None else None, n_steps=kv_cache.n_steps if kv_cache is not None else 0,
+        )
+        try:
+            prefix = self.prefix(cond) if melody and first else None
+            residual = self.embed_codes(codes, cached, prefix=prefix)
+            cond_states = None if melody or not first else self.project_cond(cond)
+            residual = self.run_blocks(residual, cond_states, None if melody else cond.mask, kv_cache, stop_at_layer)
+            if kv_cache is not None:
+                kv_cache.step += 1
+            if stop_at_layer is not None:
+                return residual
+            logits = self.logits_from_resid(residual, n_prefix if prefix is not None else 0)
+        finally:
+            if kv_cache is not None:  # between steps no stale step lingers for hooks outside forward
+                self.ctx.reset()
         if return_type == "logits":
             return logits
         if return_type is None:
@@ -514,7 +578,7 @@ class HookedMusicGen(HookedRootModule):
     # ------------------------------------------------------------------ TransformerLens analysis API
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[torch.Tensor, "d_model"]:
         """MusicGen's attention and MLP have no output biases, so nothing accumulates."""
-        return torch.zeros(self.cfg.d_model, device=self.device, dtype=self.cfg.dtype)
+        return torch.zeros(self.cfg.d_model, device=self.device, dtype=self.dtype)
 
     def tokens_to_residual_directions(self, tokens: Int[torch.Tensor, "..."] | int, codebook: int | None = None) -> Float[torch.Tensor, "... d_model"]:
         """Unembedding directions of codes of one codebook (default `model.active_codebook`).
@@ -556,6 +620,35 @@ class HookedMusicGen(HookedRootModule):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Undelayed codes [batch, n_codebooks, frames] -> audio [batch, channels, samples]."""
         return self._need_codec().decode(codes)
+
+    def encode_prompt(
+        self, audio: Any, batch: int = 1, offset: float = 0.0, duration: float | None = None, sr: int | None = None
+    ) -> Int[torch.Tensor, "batch n_codebooks frames"]:
+        """A waveform prompt (a path, or audio [channels, samples] / [batch, channels, samples]) ->
+        codes [batch, n_codebooks, frames] on the model's device.
+
+        In-memory audio is at `sr` (default: the model's sample rate) and is resampled if needed;
+        `offset` / `duration` (seconds) cut it first. One clip is broadcast to `batch`.
+        """
+        import numpy as np
+
+        from musicgen_lens.audio import load_audio
+
+        clips = list(audio) if isinstance(audio, torch.Tensor) and audio.ndim == 3 else [audio]
+        items = []
+        for clip in clips:
+            # arrays carry no sample rate of their own
+            in_memory = {"sr": sr or self.sample_rate} if isinstance(clip, (torch.Tensor, np.ndarray)) else {}
+            loaded, _ = load_audio(
+                clip, target_sr=self.sample_rate, channels=self.cfg.audio_channels, offset=offset, duration=duration, **in_memory
+            )
+            items.append(loaded)
+        codes = self.encode(torch.stack(items).to(self.device))
+        if codes.shape[0] == 1 and batch > 1:
+            codes = codes.expand(batch, -1, -1)
+        if codes.shape[0] != batch:
+            raise ValueError(f"the audio prompt has batch {codes.shape[0]} but there are {batch} prompts")
+        return codes
 
     # ------------------------------------------------------------------ steering and generation
     def steer(self, interventions: Any, **kwargs: Any) -> Any:
