@@ -1,4 +1,7 @@
-"""Tiny random checkpoints, written with save_pretrained and loaded through from_pretrained."""
+"""Fixtures: tiny random checkpoints, written with save_pretrained and loaded through from_pretrained.
+
+Helpers that tests import live in `helpers.py`; the checkpoint configurations too.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +14,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-from musicgen_lens import HookedMusicGen  # noqa: E402
-from musicgen_lens.tiny import save_tiny_checkpoint  # noqa: E402
+from helpers import CONFIGS, MELODY_CONFIGS  # noqa: E402
 
-# name -> tiny_hf_config overrides. Together they cover what the parity issue asks for:
-# 4 and 8 (stereo) codebooks, gelu and relu, odd head counts, text width == d_model (no
-# projection), dropout/layerdrop that must be inactive in eval mode.
-CONFIGS: dict[str, dict] = {
-    "base": {},
-    "stereo": {"n_codebooks": 8, "audio_channels": 2},
-    "relu_odd_heads": {"act_fn": "relu", "d_model": 36, "n_heads": 3, "d_mlp": 50},
-    "five_heads_3_layers": {"d_model": 40, "n_heads": 5, "n_layers": 3, "d_mlp": 72},
-    "dropout_layerdrop": {"dropout": 0.3, "layerdrop": 0.5},
-    "no_cond_proj": {"d_text": 32, "d_model": 32},
-}
+from musicgen_lens import HookedMusicGen  # noqa: E402
+from musicgen_lens.tiny import save_tiny_checkpoint, save_tiny_melody_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def checkpoint_dir(tmp_path_factory):
+    """name in CONFIGS (text MusicGen) or MELODY_CONFIGS -> a saved tiny checkpoint directory."""
     made: dict[str, str] = {}
 
     def make(name: str = "base") -> str:
         if name not in made:
-            made[name] = str(save_tiny_checkpoint(tmp_path_factory.mktemp(name), seed=0, **CONFIGS[name]))
+            if name in MELODY_CONFIGS:
+                path = save_tiny_melody_checkpoint(tmp_path_factory.mktemp(name), seed=0, **MELODY_CONFIGS[name])
+            else:
+                path = save_tiny_checkpoint(tmp_path_factory.mktemp(name), seed=0, **CONFIGS[name])
+            made[name] = str(path)
         return made[name]
 
     return make
@@ -56,28 +54,7 @@ def model(load_model) -> HookedMusicGen:
     return load_model("base")
 
 
-def random_codes(model: HookedMusicGen, batch: int = 2, pos: int = 70, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.cfg.d_vocab + 1, (batch, model.cfg.n_codebooks, pos), generator=gen)
-
-
-def assert_cached_steps_equal_full_forward(model: HookedMusicGen, cond, frames: int) -> list[int]:
-    """Every KV-cached generation step's logits equal the full forward's at the position the step
-    ends on; returns each step's start position (negative while a melody prefix is read)."""
-    seq = model.generate(cond=cond, max_new_frames=frames, seed=3, return_delayed=True, guidance_scale=1.0)
-    steps = []
-
-    def grab(logits, hook):
-        if hook.ctx.generating:
-            steps.append((hook.ctx.start, hook.ctx.length, logits.clone()))
-
-    model.generate(cond=cond, max_new_frames=frames, seed=3, guidance_scale=1.0, fwd_hooks=[("hook_logits", grab)])
-    with torch.no_grad():
-        full = model(seq, cond)
-    assert len(steps) == seq.shape[-1] - 1
-    for start, length, logits in steps:
-        torch.testing.assert_close(logits[:, :, -1], full[:, :, start + length - 1], atol=1e-4, rtol=0)
-    return [start for start, _, _ in steps]
-
-
-PROMPTS = ["classical trumpet melody at 120 bpm", "rock"]
+@pytest.fixture(scope="session")
+def melody_model(load_model) -> HookedMusicGen:
+    """The tiny MusicGen-melody model (no cross-attention; chroma + text prefix)."""
+    return load_model("melody")

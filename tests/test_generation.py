@@ -8,7 +8,7 @@ from transformers import MusicgenForConditionalGeneration
 
 from musicgen_lens.generation import apply_delay_pattern, delays, filter_logits, revert_delay_pattern, sample_next
 
-from conftest import PROMPTS, assert_cached_steps_equal_full_forward
+from helpers import PROMPTS, assert_cached_steps_equal_full_forward
 
 
 def hf_generate_codes(hf, model, texts, n_frames, **kwargs):

@@ -27,39 +27,21 @@ from musicgen_lens.decomposition import codebook_logit_attrs, resid_decompositio
 from musicgen_lens.generation import delays
 from musicgen_lens.loading import convert_hf_decoder, to_hf_decoder
 from musicgen_lens.steering import Intervention
-from musicgen_lens.tiny import save_tiny_melody_checkpoint, tiny_hf_config
+from musicgen_lens.tiny import tiny_hf_config
 
 from test_generation import hf_generate_codes
-from conftest import PROMPTS, assert_cached_steps_equal_full_forward, random_codes
+from helpers import MELODY_SR, PROMPTS, assert_cached_steps_equal_full_forward, random_codes
 
-MELODY_CONFIGS: dict[str, dict] = {
-    "melody": {},
-    # text width == d_model and n_chroma == d_model: neither projection exists
-    "melody_no_proj": {"d_model": 24, "n_heads": 3, "d_mlp": 48, "d_text": 24, "n_chroma": 24},
-    "melody_stereo": {"n_codebooks": 8, "audio_channels": 2},
-}
-SR = 8000  # the tiny codec's rate (and the tiny chroma extractor's)
+SR = MELODY_SR
 
 
 @pytest.fixture(scope="module")
-def melody_dir(tmp_path_factory):
-    made: dict[str, str] = {}
-
-    def make(name: str = "melody") -> str:
-        if name not in made:
-            made[name] = str(save_tiny_melody_checkpoint(tmp_path_factory.mktemp(name), seed=0, **MELODY_CONFIGS[name]))
-        return made[name]
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def load_pair(melody_dir):
+def load_pair(checkpoint_dir):
     loaded: dict[str, tuple[HookedMusicGen, MusicgenMelodyForConditionalGeneration]] = {}
 
     def load(name: str = "melody"):
         if name not in loaded:
-            path = melody_dir(name)
+            path = checkpoint_dir(name)
             ours = HookedMusicGen.from_pretrained(path, device="cpu")
             hf = MusicgenMelodyForConditionalGeneration.from_pretrained(path).eval()
             loaded[name] = (ours, hf)
@@ -420,14 +402,14 @@ def test_melody_errors(mel, model, tmp_path):
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_generate_with_melody(melody_dir, checkpoint_dir, tmp_path, capsys):
+def test_cli_generate_with_melody(checkpoint_dir, tmp_path, capsys):
     import soundfile as sf
 
     from musicgen_lens.audio import save_audio
 
     melody = save_audio(tmp_path / "m.wav", tone(pitch_hz(0))[None], SR)
     out = tmp_path / "out.wav"
-    rc = main(["generate", "classical trumpet", "--melody", str(melody), "--model", melody_dir("melody"),
+    rc = main(["generate", "classical trumpet", "--melody", str(melody), "--model", checkpoint_dir("melody"),
                "--duration", "0.2", "--out", str(out), "--seed", "0", "--device", "cpu"])
     assert rc == 0 and out.exists() and "wrote" in capsys.readouterr().out
     audio, sr = sf.read(out)

@@ -12,7 +12,7 @@ from musicgen_lens import Conditioning, HookedMusicGen
 from musicgen_lens.decomposition import codebook_logit_attrs, resid_decomposition
 from musicgen_lens.loading import convert_hf_decoder, to_hf_decoder
 
-from conftest import CONFIGS, PROMPTS, random_codes
+from helpers import CONFIGS, PROMPTS, random_codes
 
 
 def hf_logits(hf, model, codes, texts=None):

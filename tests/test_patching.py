@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from musicgen_lens import Conditioning, HookedMusicGen
 from musicgen_lens import patching as P
 
-from conftest import PROMPTS, random_codes
+from helpers import PROMPTS, random_codes
 
 POS = 14  # decoder positions: with 4 codebooks (max_delay 3) and 50 frames/s, -0.06 s to 0.2 s
 

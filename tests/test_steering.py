@@ -10,7 +10,7 @@ import torch
 
 from musicgen_lens.steering import Intervention, SteeringVector, steer, steering_hooks
 
-from conftest import PROMPTS, random_codes
+from helpers import PROMPTS, random_codes
 
 RESID = "blocks.1.hook_resid_post"
 
