@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from musicgen_lens._atomic import atomic_path
+from musicgen_lens._paths import plain_file_name
 
 # --------------------------------------------------------------------------------------
 # Vocabulary
@@ -1239,6 +1240,9 @@ def write_dataset(
 ) -> Path:
     """Write ``<dir>/audio/<id>.wav`` per clip and ``<dir>/labels.csv``; return the CSV path.
 
+    Each id must be a plain file name (see :func:`musicgen_lens._paths.plain_file_name`);
+    otherwise ``ValueError`` is raised before anything is written.
+
     Resumable: wavs that already exist are skipped (never rewritten) and only the missing
     ones are rendered; ``labels.csv`` is merged by id with any previous one. Every file is
     written to a temporary name and renamed into place. ``num_workers > 1`` renders in a
@@ -1246,13 +1250,15 @@ def write_dataset(
     """
     from tqdm.auto import tqdm
 
+    # Every id is checked before anything is written, so a bad one leaves no partial dataset.
+    rels = {clip.id: f"audio/{plain_file_name(clip.id, 'clip id')}.wav" for clip in clips}
     root = Path(directory)
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     rows = _read_labels(root / "labels.csv")
     jobs = []
     for clip in clips:
-        rel = f"audio/{clip.id}.wav"
+        rel = rels[clip.id]
         rows[clip.id] = _label_row(clip, rel)
         if not (root / rel).exists():
             jobs.append((clip.spec, str(root / rel), subtype))
