@@ -134,3 +134,25 @@ def test_write_dataset_refuses_an_id_that_is_not_a_plain_file_name(tmp_path, bad
     # Refused before anything is written: not even the good clip, nor the audio folder.
     assert _tree(tmp_path) == before
     assert decoy.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize(
+    ("row_id", "row_path"),
+    [("../x", "audio/../x.wav"), ("clip_000009", "../../x.wav"), ("clip_000009", "/tmp/x.wav")],
+)
+def test_write_dataset_refuses_a_previous_labels_row_whose_wav_is_not_in_audio(
+    tmp_path, row_id: str, row_path: str
+) -> None:
+    """Rows merged from an earlier labels.csv keep their path, which readers open; a row
+    pointing outside ``audio/`` is refused, before anything is written."""
+    root = tmp_path / "a" / "b" / "dataset"
+    root.mkdir(parents=True)
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "path"])
+        writer.writeheader()
+        writer.writerow({"id": row_id, "path": row_path})
+    before = _tree(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(repr(row_id))) as info:
+        write_dataset(root, make_dataset(1, duration_s=0.1), progress=False)
+    assert "labels.csv" in str(info.value)
+    assert _tree(tmp_path) == before

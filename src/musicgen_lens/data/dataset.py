@@ -198,6 +198,12 @@ def _write_wav_atomic(path: Path, audio: np.ndarray, sample_rate: int, subtype: 
         sf.write(tmp, audio, sample_rate, format="WAV", subtype=subtype)
 
 
+def _wav_path(clip_id: str, what: str = "clip id") -> str:
+    """Where a clip's wav lives, relative to the dataset root; the id must be a plain file
+    name, so the wav cannot land outside ``audio/``."""
+    return f"audio/{plain_file_name(clip_id, what)}.wav"
+
+
 def _render_to(job: tuple[ClipSpec, str, str]) -> str:
     spec, path, subtype = job
     _write_wav_atomic(Path(path), render_clip(spec), spec.sample_rate, subtype)
@@ -219,10 +225,19 @@ def _write_labels(csv_path: Path, rows: dict[str, dict[str, Any]]) -> None:
 
 
 def _read_labels(csv_path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of an earlier ``labels.csv`` by id, each checked to list its own wav in
+    ``audio/``: they are merged into the new CSV, whose paths readers open."""
     if not csv_path.exists():
         return {}
     with open(csv_path, newline="", encoding="utf-8") as f:
-        return {row["id"]: row for row in csv.DictReader(f)}
+        rows = {row["id"]: row for row in csv.DictReader(f)}
+    for clip_id, row in rows.items():
+        expected = _wav_path(clip_id, f"clip id in {csv_path}")
+        if row["path"] != expected:
+            raise ValueError(
+                f"{csv_path}: clip {clip_id!r} lists path {row['path']!r}, expected {expected!r}"
+            )
+    return rows
 
 
 def write_dataset(
@@ -235,7 +250,8 @@ def write_dataset(
 ) -> Path:
     """Write ``<dir>/audio/<id>.wav`` per clip and ``<dir>/labels.csv``; return the CSV path.
 
-    Each id must be a plain file name (see :func:`musicgen_lens._paths.plain_file_name`);
+    Each id must be a plain file name (see :func:`musicgen_lens._paths.plain_file_name`),
+    and each row of an earlier ``labels.csv`` must list its own ``audio/<id>.wav``;
     otherwise ``ValueError`` is raised before anything is written.
 
     Resumable: wavs that already exist are skipped (never rewritten) and only the missing
@@ -245,12 +261,13 @@ def write_dataset(
     """
     from tqdm.auto import tqdm
 
-    # Every id is checked before anything is written, so a bad one leaves no partial dataset.
-    rels = {clip.id: f"audio/{plain_file_name(clip.id, 'clip id')}.wav" for clip in clips}
+    # Every id, new or from an earlier labels.csv, is checked before anything is written,
+    # so a bad one leaves no partial dataset.
+    rels = {clip.id: _wav_path(clip.id) for clip in clips}
     root = Path(directory)
+    rows = _read_labels(root / "labels.csv")
     audio_dir = root / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
-    rows = _read_labels(root / "labels.csv")
     jobs = []
     for clip in clips:
         rel = rels[clip.id]
