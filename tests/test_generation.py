@@ -252,7 +252,7 @@ def test_waveform_prompt_continuation_matches_hugging_face(model, checkpoint_dir
     sr = model.sample_rate
     t = torch.arange(int(0.3 * sr)) / sr
     audio = torch.stack([torch.sin(2 * torch.pi * 220 * t), 0.5 * torch.sin(2 * torch.pi * 330 * t)])[:, None, :]
-    ours = model.generate(PROMPTS, audio_prompt=audio, max_new_frames=8, do_sample=False)
+    ours = model.generate(PROMPTS, audio_prompt=audio, audio_prompt_sr=sr, max_new_frames=8, do_sample=False)
     prompt_codes = model.encode(audio)
     assert torch.equal(ours[..., : prompt_codes.shape[-1]], prompt_codes)
     hf = MusicgenForConditionalGeneration.from_pretrained(checkpoint_dir("base")).eval()
@@ -263,7 +263,7 @@ def test_waveform_prompt_continuation_matches_hugging_face(model, checkpoint_dir
     hf.audio_encoder.decode = original
     assert torch.equal(ours, captured[0])
     # offset/duration cut the prompt before encoding
-    cut = model.generate(PROMPTS, audio_prompt=audio, prompt_offset=0.1, prompt_duration=0.1, max_new_frames=2, do_sample=False)
+    cut = model.generate(PROMPTS, audio_prompt=audio, audio_prompt_sr=sr, prompt_offset=0.1, prompt_duration=0.1, max_new_frames=2, do_sample=False)
     assert torch.equal(cut[..., :5], model.encode(audio[..., int(0.1 * sr) : int(0.2 * sr)]))
 
 

@@ -45,7 +45,7 @@ import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint
+from musicgen_lens.hook_point import HookPoint
 
 
 class Codec(torch.nn.Module):

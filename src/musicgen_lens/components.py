@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
-from transformer_lens.hook_points import HookPoint
 from transformers.activations import ACT2FN
 
 from musicgen_lens.config import MusicGenConfig
+from musicgen_lens.hook_point import HookPoint
 from musicgen_lens.kv_cache import LayerKVCache
 
 

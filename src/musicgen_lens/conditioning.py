@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 from jaxtyping import Bool, Float, Int
-from transformer_lens.hook_points import HookPoint
+from musicgen_lens.hook_point import HookPoint
 
 
 def null_chroma(batch: int, frames: int, n_chroma: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Float[torch.Tensor, "batch frames n_chroma"]:
@@ -62,6 +62,9 @@ class Conditioning:
                 f"Conditioning.mask must be [batch, text_pos] = {tuple(self.states.shape[:2])}, got {tuple(self.mask.shape)}"
             )
         self.mask = self.mask.bool()
+        if self.states.device.type != "meta" and not torch.isfinite(self.states).all():
+            # NaN text states would give NaN logits everywhere, silently
+            raise ValueError("Conditioning.states contains NaN or inf (check the text encoder's weights or the states you built)")
         if not self.texts:
             self.texts = [None] * self.batch
         if self.chroma is None:

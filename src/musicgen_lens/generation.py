@@ -12,15 +12,21 @@ The delay pattern and the position <-> frame <-> second arithmetic live in
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from musicgen_lens.conditioning import Conditioning, broadcast_melodies
-from musicgen_lens.delay_pattern import apply_delay_pattern, delays, revert_delay_pattern
+from musicgen_lens.delay_pattern import (
+    apply_delay_pattern,
+    delays,
+    revert_delay_pattern,
+)
 from musicgen_lens.kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -62,30 +68,76 @@ def sample_next(
     temperature: float,
     top_k: int,
     top_p: float,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Sequence[torch.Generator] | None,
 ) -> Int[torch.Tensor, "batch k"]:
+    """Greedy, or one Gumbel-max draw per row. `generator` may be one per row (`row_generators`)."""
     if not do_sample:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits / temperature, top_k, top_p)
     # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits), and the noise does
     # not depend on the logits. Two runs with one seed (steered and unsteered) share every draw, so
     # a code differs only where the intervention moved the distribution enough to change it.
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device).clamp_(min=torch.finfo(torch.float32).tiny)
+    if isinstance(generator, (list, tuple)):
+        # one stream per row: a row's draws do not depend on the batch it is in
+        uniform = torch.stack([torch.rand(logits.shape[1:], generator=g, device=logits.device) for g in generator])
+    else:
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+    uniform = uniform.clamp_(min=torch.finfo(torch.float32).tiny)
     return (logits - torch.log(-torch.log(uniform))).argmax(dim=-1)
+
+
+def row_generators(seed: int | Sequence[int], batch: int, device: torch.device | str) -> list[torch.Generator]:
+    """One torch.Generator per row: an int seed s gives row i the seed s + i; a list gives each row its own.
+
+    So row i of a batch generated with seed s is reproduced alone with seed s + i (or seed=[s + i])."""
+    seeds = [seed + i for i in range(batch)] if isinstance(seed, numbers.Integral) else list(seed)
+    if len(seeds) != batch:
+        raise ValueError(f"seed has {len(seeds)} per-row seeds but the batch has {batch} rows")
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 # ---------------------------------------------------------------------------- generate
 
 
-def _check_args(*, guidance_scale: float, temperature: float, top_k: int, top_p: float, do_sample: bool) -> None:
+def _is_int(x: Any) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_args(
+    *, guidance_scale: Any, temperature: Any, top_k: Any, top_p: Any, do_sample: Any, seed: Any, duration: Any, max_new_frames: Any
+) -> None:
+    """Every sampling argument is checked for type and range before anything runs."""
+    for name, value in (("top_p", top_p), ("temperature", temperature)):
+        if not _is_real(value):
+            raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if guidance_scale is not None and not _is_real(guidance_scale):
+        raise TypeError(f"guidance_scale must be a number or None, got {guidance_scale!r} ({type(guidance_scale).__name__})")
+    if not _is_int(top_k):
+        raise TypeError(f"top_k must be an int (0 disables top-k), got {top_k!r} ({type(top_k).__name__})")
+    if not isinstance(do_sample, bool):
+        raise TypeError(f"do_sample must be True or False, got {do_sample!r}")
     if not 0.0 <= top_p <= 1.0 or math.isnan(top_p):
         raise ValueError(f"top_p must be in [0, 1] (0 disables nucleus sampling), got {top_p}")
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 disables top-k), got {top_k}")
     if do_sample and not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive finite number when sampling, got {temperature}")
-    if guidance_scale is not None and not math.isfinite(guidance_scale):
-        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+    if guidance_scale is not None and not (math.isfinite(guidance_scale) and guidance_scale >= 0):
+        raise ValueError(
+            f"guidance_scale must be a finite number >= 0 (values > 1 turn on classifier-free guidance; 0-1 or None "
+            f"run the conditional branch alone), got {guidance_scale}"
+        )
+    if seed is not None and not _is_int(seed):
+        if not (isinstance(seed, (list, tuple)) and seed and all(_is_int(x) for x in seed)):
+            raise TypeError(f"seed must be an int, a list of ints (one per row) or None, got {seed!r} ({type(seed).__name__})")
+    if duration is not None and not _is_real(duration):
+        raise TypeError(f"duration must be a number of seconds, got {duration!r} ({type(duration).__name__})")
+    if max_new_frames is not None and not _is_int(max_new_frames):
+        raise TypeError(f"max_new_frames must be an int, got {max_new_frames!r} ({type(max_new_frames).__name__})")
 
 
 def _frames_to_generate(model: "HookedMusicGen", duration: float | None, max_new_frames: int | None, n_prompt: int, n_prefix: int = 0) -> int:
@@ -141,6 +193,27 @@ def _conditioning(
     return resolved
 
 
+def _check_prompt_codes(model: "HookedMusicGen", codes: Any, batch: int, n_prefix: int) -> torch.Tensor:
+    cfg = model.cfg
+    if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        raise TypeError(f"audio_prompt_codes must be an integer tensor [batch, n_codebooks, frames], got {type(codes).__name__}")
+    prompt = codes.to(model.device)
+    if prompt.ndim != 3 or prompt.shape[0] != batch or prompt.shape[1] != cfg.n_codebooks:
+        raise ValueError(
+            f"audio_prompt_codes must be [batch={batch}, n_codebooks={cfg.n_codebooks}, frames] (undelayed), got {tuple(prompt.shape)}"
+        )
+    limit = model.pattern.max_frames(cfg.n_ctx, n_prefix)
+    if prompt.shape[-1] >= limit:
+        raise ValueError(
+            f"the audio prompt is {prompt.shape[-1]} frames ({prompt.shape[-1] / cfg.frame_rate:.2f} s) but the model holds at "
+            f"most {limit} frames ({limit / cfg.frame_rate:.2f} s) in all, new audio included: cut it (prompt_offset= / "
+            "prompt_duration=) or pass fewer frames"
+        )
+    if prompt.shape[-1] == 0 or int(prompt.min()) < 0 or int(prompt.max()) >= cfg.d_vocab:
+        raise ValueError(f"audio_prompt_codes must be >= 1 frame of audio codes in [0, {cfg.d_vocab}) without pad/BOS codes")
+    return prompt.long()
+
+
 @torch.no_grad()
 def generate(
     model: "HookedMusicGen",
@@ -154,9 +227,10 @@ def generate(
     top_k: int = 250,
     top_p: float = 0.0,
     do_sample: bool = True,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     audio_prompt_codes: Int[torch.Tensor, "batch n_codebooks frames"] | None = None,
     audio_prompt: Any = None,
+    audio_prompt_sr: int | None = None,
     melody: Any = None,
     melody_sr: int | None = None,
     prompt_offset: float = 0.0,
@@ -172,11 +246,13 @@ def generate(
     duration / max_new_frames count *new* audio. guidance_scale > 1 turns on classifier-free
     guidance: the batch runs as [conditional rows; unconditional rows] and hooks see both
     (`hook.ctx.cond_rows`). top_k / top_p of 0 disable them; both may be on (top-k first, as
-    Hugging Face). `seed` uses its own torch.Generator, leaving the global RNG alone. Sampling
-    is Gumbel-max, so runs with one seed share their noise: a steered and an unsteered generation
-    (or a patched one) differ only where the intervention changed a draw, a counterfactual pair.
+    Hugging Face). `seed` gives every row its own torch.Generator (row i: seed + i, or a list of
+    per-row seeds), leaving the global RNG alone, so a row's draws do not depend on the batch it is
+    in: row i of a batch is reproduced alone with seed + i. Sampling is Gumbel-max, so runs with
+    one seed share their noise: a steered and an unsteered generation (or a patched one) differ
+    only where the intervention changed a draw, a counterfactual pair.
     `audio_prompt` (a path, or audio [channels, samples] / [batch, channels, samples] at
-    model.sample_rate) is encoded with the model's EnCodec and continued, like audiocraft's
+    `audio_prompt_sr`, which in-memory audio must give) is encoded with the model's EnCodec and continued, like audiocraft's
     `generate_continuation`; `prompt_offset` / `prompt_duration` (seconds) cut it first, e.g.
     seconds 5-10 of a track as in the paper's recipe.
     `fwd_hooks` are active for the whole generation and removed afterwards, even on error.
@@ -188,26 +264,28 @@ def generate(
     branch gets zero text and the null melody, as there. A melody without texts is melody-only.
     """
     cfg = model.cfg
-    _check_args(guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample)
+    _check_args(
+        guidance_scale=guidance_scale, temperature=temperature, top_k=top_k, top_p=top_p, do_sample=do_sample, seed=seed,
+        duration=duration, max_new_frames=max_new_frames,
+    )
     cond = _conditioning(model, texts, cond, batch_size, melody, melody_sr)
     batch = cond.batch
+    n_prefix = model.n_prefix(cond)  # melody: chroma + text positions before the codes
     if audio_prompt is not None:
         if audio_prompt_codes is not None:
             raise ValueError("pass audio_prompt or audio_prompt_codes, not both")
-        audio_prompt_codes = model.encode_prompt(audio_prompt, batch, prompt_offset, prompt_duration)
+        if isinstance(audio_prompt, (torch.Tensor, np.ndarray)) and audio_prompt_sr is None:
+            raise ValueError(
+                "audio_prompt is an array, which carries no sample rate: pass audio_prompt_sr= (e.g. "
+                f"audio_prompt_sr={model.sample_rate} if it is already at the model's rate); a file path needs none"
+            )
+        audio_prompt_codes = model.encode_prompt(audio_prompt, batch, prompt_offset, prompt_duration, sr=audio_prompt_sr)
+    elif audio_prompt_sr is not None:
+        raise ValueError("audio_prompt_sr= was given without audio_prompt=")
     n_prompt = 0
     if audio_prompt_codes is not None:
-        prompt = audio_prompt_codes.to(model.device)
-        if prompt.ndim != 3 or prompt.shape[0] != batch or prompt.shape[1] != cfg.n_codebooks:
-            raise ValueError(
-                f"audio_prompt_codes must be [batch={batch}, n_codebooks={cfg.n_codebooks}, frames] (undelayed), "
-                f"got {tuple(prompt.shape)}"
-            )
-        model.check_codes(prompt)
-        if int(prompt.max()) >= cfg.d_vocab:
-            raise ValueError(f"audio_prompt_codes must be audio codes in [0, {cfg.d_vocab}) without pad/BOS codes")
+        prompt = _check_prompt_codes(model, audio_prompt_codes, batch, n_prefix)
         n_prompt = prompt.shape[-1]
-    n_prefix = model.n_prefix(cond)  # melody: chroma + text positions before the codes
     new_frames = _frames_to_generate(model, duration, max_new_frames, n_prompt, n_prefix)
     n_frames = n_prompt + new_frames
     if steering is not None:
@@ -227,9 +305,7 @@ def generate(
 
     use_cfg = guidance_scale is not None and guidance_scale > 1
     run_cond = Conditioning.cat([cond, cond.null_like()]) if use_cfg else cond
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(seed)
+    generators = row_generators(seed, batch, model.device) if seed is not None else None
 
     first = n_prompt + 1  # positions [0, first) are known: BOS and the prompt's first codebook
     cache = KVCache.for_model(
@@ -237,17 +313,28 @@ def generate(
         device=model.device, dtype=model.dtype,
     )
     show = progress and sys.stderr.isatty()
+    # the first step with non-finite logits, kept on the device (-1: none) so no step waits on a sync
+    bad_step = torch.full((), -1, dtype=torch.long, device=model.device)
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         start = 0
-        for end in tqdm(range(first, length), disable=not show, desc="generating", unit="step"):
+        for step, end in enumerate(tqdm(range(first, length), disable=not show, desc="generating", unit="step")):
             tokens = seq[..., start:end]
             if use_cfg:
                 tokens = tokens.repeat(2, 1, 1)
             logits = model(tokens, run_cond, kv_cache=cache)[:, :, -1].float()
             logits = guided_logits(logits, batch, guidance_scale if use_cfg else None)
-            nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(logits).all(), step, bad_step)
+            nxt = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p, generator=generators)
             seq[..., end] = torch.where(fixed[..., end], seq[..., end], nxt)
             start = end
+    if int(bad_step) >= 0:
+        step = int(bad_step)
+        names = [n if isinstance(n, str) else getattr(n, "__name__", repr(n)) for n, _ in fwd_hooks]
+        raise FloatingPointError(
+            f"non-finite logits (NaN or inf) at generation step {step} (frame {pattern.frame_of(first + step)}, "
+            f"{pattern.seconds_of(first + step):.2f} s); hooks active: {names or 'none'}. A hook returned NaN/inf, or a "
+            "steering alpha overflowed the activations; the generation is discarded"
+        )
     if return_delayed:
         return seq
     return pattern.revert(seq, n_frames)

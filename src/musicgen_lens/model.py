@@ -13,32 +13,40 @@ One class for both architectures, chosen by `cfg.is_melody`:
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from transformer_lens import ActivationCache, HookedRootModule
-from transformer_lens.FactoredMatrix import FactoredMatrix
-from transformer_lens.hook_points import HookPoint
+from transformer_lens import HookedRootModule
 
 from musicgen_lens.chroma import ChromaExtractor
-from musicgen_lens.components import ChromaProjection, CondProjection, Embed, LayerNorm, PosEmbed, TransformerBlock, Unembed
+from musicgen_lens.components import (
+    ChromaProjection,
+    CondProjection,
+    Embed,
+    LayerNorm,
+    PosEmbed,
+    TransformerBlock,
+    Unembed,
+)
 from musicgen_lens.conditioning import Conditioning, TextEncoder, broadcast_melodies
 from musicgen_lens.config import MusicGenConfig
 from musicgen_lens.delay_pattern import DelayPattern
 from musicgen_lens.hook_context import HookContext
+from musicgen_lens.hook_point import HookPoint
 from musicgen_lens.kv_cache import KVCache
+from musicgen_lens.model_hooks import HooksMixin
+from musicgen_lens.model_weights import WeightsMixin
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-class HookedMusicGen(HookedRootModule):
+class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
     """MusicGen with a HookPoint at every activation.
 
     `forward(codes, cond)` takes codes in the *delayed* layout the decoder reads,
@@ -147,99 +155,6 @@ class HookedMusicGen(HookedRootModule):
     def frame_rate(self) -> float:
         return self.cfg.frame_rate
 
-    def _stack(self, attr: str, cross: bool = False) -> torch.Tensor:
-        if cross and self.cfg.is_melody:
-            # not AttributeError: inside a property, nn.Module.__getattr__ would replace the message
-            raise ValueError(
-                f"{attr}_cross: this is a MusicGen-melody model, which has no cross-attention (its text and chroma are "
-                "prepended to the sequence and read by self-attention: use W_Q, W_K, ... instead)"
-            )
-        return torch.stack([getattr(b.cross_attn if cross else b.attn, attr) for b in self.blocks])
-
-    @property
-    def W_E(self) -> Float[torch.Tensor, "n_codebooks d_vocab_plus_1 d_model"]:
-        return self.embed.W_E
-
-    @property
-    def W_U(self) -> Float[torch.Tensor, "n_codebooks d_model d_vocab"]:
-        return self.unembed.W_U
-
-    @property
-    def W_pos(self) -> Float[torch.Tensor, "n_ctx d_model"]:
-        return self.pos_embed.W_pos
-
-    @property
-    def W_Q(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_Q")
-
-    @property
-    def W_K(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_K")
-
-    @property
-    def W_V(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_V")
-
-    @property
-    def W_O(self) -> Float[torch.Tensor, "n_layers n_heads d_head d_model"]:
-        return self._stack("W_O")
-
-    @property
-    def W_Q_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_Q", cross=True)
-
-    @property
-    def W_K_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_K", cross=True)
-
-    @property
-    def W_V_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_model d_head"]:
-        return self._stack("W_V", cross=True)
-
-    @property
-    def W_O_cross(self) -> Float[torch.Tensor, "n_layers n_heads d_head d_model"]:
-        return self._stack("W_O", cross=True)
-
-    @property
-    def W_in(self) -> Float[torch.Tensor, "n_layers d_model d_mlp"]:
-        return torch.stack([b.mlp.W_in for b in self.blocks])
-
-    @property
-    def W_out(self) -> Float[torch.Tensor, "n_layers d_mlp d_model"]:
-        return torch.stack([b.mlp.W_out for b in self.blocks])
-
-    @property
-    def W_cond(self) -> Float[torch.Tensor, "d_cond d_model"] | None:
-        return self.cond_proj.W_cond if self.cfg.has_cond_proj else None
-
-    @property
-    def b_cond(self) -> Float[torch.Tensor, "d_model"] | None:
-        return self.cond_proj.b_cond if self.cfg.has_cond_proj else None
-
-    @property
-    def W_chroma(self) -> Float[torch.Tensor, "n_chroma d_model"] | None:
-        return self.chroma_proj.W_chroma if self.cfg.is_melody and self.cfg.has_chroma_proj else None
-
-    @property
-    def b_chroma(self) -> Float[torch.Tensor, "d_model"] | None:
-        return self.chroma_proj.b_chroma if self.cfg.is_melody and self.cfg.has_chroma_proj else None
-
-    @property
-    def QK(self) -> FactoredMatrix:  # [n_layers, n_heads, d_model, d_model]
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self) -> FactoredMatrix:  # [n_layers, n_heads, d_model, d_model]
-        return FactoredMatrix(self.W_V, self.W_O)
-
-    @property
-    def QK_cross(self) -> FactoredMatrix:
-        return FactoredMatrix(self.W_Q_cross, self.W_K_cross.transpose(-2, -1))
-
-    @property
-    def OV_cross(self) -> FactoredMatrix:
-        return FactoredMatrix(self.W_V_cross, self.W_O_cross)
-
     # ------------------------------------------------------------------ conditioning
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         if self.tokenizer is None:
@@ -260,8 +175,13 @@ class HookedMusicGen(HookedRootModule):
         melody: Any = None,
         melody_sr: int | None = None,
         chroma: Float[torch.Tensor, "batch chroma_frames n_chroma"] | None = None,
+        requires_grad: bool = False,
     ) -> Conditioning:
         """Run the text encoder (hook `text_encoder.hook_out`) on texts or on token ids.
+
+        The states are detached from T5 unless `requires_grad=True` (gradients into the text
+        encoder): a Conditioning is reused across calls, and a kept graph would make a second
+        `.backward()` through it fail.
 
         Melody models also take `melody` (a path, or audio [channels, samples] /
         [batch, channels, samples] at `melody_sr`, default the model's rate), turned into
@@ -274,7 +194,7 @@ class HookedMusicGen(HookedRootModule):
             if texts is None and input_ids is None:
                 empty = torch.zeros(chroma.shape[0], 0, self.cfg.d_cond, device=self.device, dtype=self.dtype)
                 return Conditioning(empty, torch.zeros(chroma.shape[0], 0, dtype=torch.bool, device=self.device), [], chroma)
-            cond = self.condition(texts, input_ids=input_ids, attention_mask=attention_mask)
+            cond = self.condition(texts, input_ids=input_ids, attention_mask=attention_mask, requires_grad=requires_grad)
             return cond.with_chroma(broadcast_melodies(chroma, cond.batch))
         if self.text_encoder is None:
             raise RuntimeError("This model has no text encoder; build Conditioning(states, mask) yourself")
@@ -287,7 +207,8 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError("condition() needs texts or input_ids")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        states = self.text_encoder(input_ids.to(self.device), attention_mask.to(self.device))
+        with torch.set_grad_enabled(requires_grad and torch.is_grad_enabled()):
+            states = self.text_encoder(input_ids.to(self.device), attention_mask.to(self.device))
         return Conditioning(states.to(self.dtype), attention_mask.to(self.device).bool(), list(texts) if texts is not None else [])
 
     def null_condition(self, batch: int) -> Conditioning:
@@ -477,7 +398,8 @@ class HookedMusicGen(HookedRootModule):
         conditioning set by `model.conditioning(...)`, else the null text (the unconditional
         branch of classifier-free guidance). return_type "loss" is the mean over codebooks of
         next-code cross-entropy, ignoring pad/BOS targets (as Hugging Face).
-        `stop_at_layer=l` returns the residual stream entering block l.
+        `stop_at_layer=l` returns the residual stream entering block l (negative l counts from the
+        end, as TransformerLens: -1 stops before the last block).
 
         `kv_cache` (a `KVCache`, e.g. `KVCache.for_model(...)`) makes this one *cached step*, as
         TransformerLens's `forward(..., past_kv_cache=...)`: `codes` are only the new positions,
@@ -491,6 +413,15 @@ class HookedMusicGen(HookedRootModule):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         if kv_cache is not None and stop_at_layer is not None:
             raise ValueError("stop_at_layer cannot be combined with kv_cache: the later layers' caches would fall behind")
+        if stop_at_layer is not None:
+            n_layers = self.cfg.n_layers
+            if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int) or not -n_layers <= stop_at_layer <= n_layers:
+                raise ValueError(
+                    f"stop_at_layer must be an int in [-{n_layers}, {n_layers}] (as TransformerLens: l returns the residual "
+                    f"entering block l, negative counts from the end), got {stop_at_layer!r}"
+                )
+            if stop_at_layer < 0:
+                stop_at_layer += n_layers  # blocks[:-1] in TransformerLens
         codes = self.check_codes(codes, check_values=kv_cache is None)
         cond = self.resolve_cond(cond, codes.shape[0])
         n_prefix = self.n_prefix(cond)
@@ -540,40 +471,6 @@ class HookedMusicGen(HookedRootModule):
             [F.cross_entropy(logits[:, k, :-1].flatten(0, 1), targets[:, k].flatten(), ignore_index=-100) for k in range(self.cfg.n_codebooks)]
         )
         return per_k if per_codebook else per_k.mean()
-
-    # ------------------------------------------------------------------ hooks
-    def _check_hook_name(self, name: str) -> None:
-        if name not in self.hook_dict and self.cfg.is_melody and "cross" in name:
-            raise KeyError(
-                f"Unknown hook name {name!r}: this is a MusicGen-melody model, which has no cross-attention. Its chroma "
-                "(hook_chroma) and text (hook_cond) are prepended to the codes and read by self-attention: see "
-                "blocks.{l}.attn.* (the first model.n_prefix(cond) key positions are the conditioning)."
-            )
-        if name not in self.hook_dict:
-            close = difflib.get_close_matches(name, list(self.hook_dict), n=3)
-            raise KeyError(
-                f"Unknown hook name {name!r}." + (f" Did you mean {close}?" if close else "") + " See model.hook_dict for all names."
-            )
-
-    def _enable_hook_with_name(self, name: str, hook: Callable, dir: Literal["fwd", "bwd"]) -> None:
-        self._check_hook_name(name)
-        super()._enable_hook_with_name(name, hook, dir)
-
-    def add_hook(self, name: Any, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False, level: int | None = None, prepend: bool = False) -> None:
-        if isinstance(name, str):
-            self._check_hook_name(name)
-        super().add_hook(name, hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend)
-
-    def run_with_cache(self, *model_args: Any, names_filter: Any = None, return_cache_object: bool = True, remove_batch_dim: bool = False, **kwargs: Any) -> tuple[Any, ActivationCache | dict]:
-        """As TransformerLens: returns (output, ActivationCache). Unknown names in names_filter raise."""
-        names = [names_filter] if isinstance(names_filter, str) else names_filter
-        if isinstance(names, (list, tuple)):
-            for name in names:
-                self._check_hook_name(name)
-        out, cache = super().run_with_cache(*model_args, names_filter=names_filter, remove_batch_dim=remove_batch_dim, **kwargs)
-        if return_cache_object:
-            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
-        return out, cache
 
     # ------------------------------------------------------------------ TransformerLens analysis API
     def accumulated_bias(self, layer: int, mlp_input: bool = False, include_mlp_biases: bool = True) -> Float[torch.Tensor, "d_model"]:

@@ -1,0 +1,52 @@
+"""`HookPoint`: TransformerLens's hook point, plus a check on what a forward hook returns.
+
+A hook that returns a tensor of another shape than the activation it was given (fewer
+positions, a broadcastable batch, a transposed head axis) would otherwise flow on silently and
+give wrong numbers downstream; here it raises at once, naming the hook point and both shapes.
+Returning None (read-only hooks, caching) or the same shape is what hooks are for.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Literal
+
+import torch
+from transformer_lens.hook_points import HookPoint as _TLHookPoint
+
+__all__ = ["HookPoint"]
+
+
+class _ShapeChecked:
+    """Calls a forward hook and refuses a changed shape; reprs as the hook (TL names handles by repr)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, tensor: Any, *, hook: Any) -> Any:
+        out = self.fn(tensor, hook=hook)
+        if out is not None and isinstance(out, torch.Tensor) and isinstance(tensor, torch.Tensor) and out.shape != tensor.shape:
+            raise ValueError(
+                f"the hook {self.fn!r} on {hook.name} returned a tensor of shape {tuple(out.shape)}, but the activation "
+                f"has shape {tuple(tensor.shape)}: a hook must return None or a tensor of the same shape"
+            )
+        return out
+
+    def __repr__(self) -> str:
+        # TransformerLens names each torch hook by this repr; a partial's repr would print its
+        # (possibly huge) arguments, so it gets the short form TL itself uses for partials.
+        return f"partial({self.fn.func!r},...)" if isinstance(self.fn, functools.partial) else repr(self.fn)
+
+
+class HookPoint(_TLHookPoint):
+    """A TransformerLens HookPoint whose forward hooks may not change the activation's shape."""
+
+    def add_hook(
+        self, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False, level: int | None = None,
+        prepend: bool = False, **kwargs: Any,
+    ) -> Any:
+        if dir == "fwd":
+            hook = _ShapeChecked(hook)
+        return super().add_hook(hook, dir=dir, is_permanent=is_permanent, level=level, prepend=prepend, **kwargs)
