@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import MusicgenForConditionalGeneration
@@ -276,3 +277,70 @@ def test_cli_generate_writes_audio(checkpoint_dir, tmp_path):
     assert main(["generate", "rock", "--model", checkpoint_dir("base"), "--duration", "0.2", "--out", str(out), "--seed", "0", "--device", "cpu"]) == 0
     info = sf.info(str(out))
     assert info.samplerate == 8000 and info.frames == 10 * 160  # 10 frames x hop 160
+
+
+# ---------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"duration": "2"}, TypeError, "duration must be a number"),
+        ({"max_new_frames": 3.5}, TypeError, "max_new_frames must be an int"),
+        ({"max_new_frames": 3, "top_k": 2.5}, TypeError, "top_k must be an int"),
+        ({"max_new_frames": 3, "seed": 1.5}, TypeError, "seed must be an int"),
+        ({"max_new_frames": 3, "seed": "0"}, TypeError, "seed must be an int"),
+        ({"max_new_frames": 3, "guidance_scale": -1.0}, ValueError, "guidance_scale must be a finite number >= 0"),
+        ({"max_new_frames": 3, "do_sample": 1}, TypeError, "do_sample must be True or False"),
+        ({"max_new_frames": 3, "seed": [1, 2, 3]}, ValueError, "3 per-row seeds but the batch has 2"),
+    ],
+)
+def test_bad_arguments_get_clear_errors(model, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        model.generate(PROMPTS, progress=False, **kwargs)
+
+
+def test_numpy_integer_seeds_are_accepted(model):
+    a = model.generate(PROMPTS, max_new_frames=3, seed=np.int64(4), progress=False)
+    b = model.generate(PROMPTS, max_new_frames=3, seed=4, progress=False)
+    assert torch.equal(a, b)
+
+
+def test_a_row_is_reproduced_alone_whatever_its_batch(model):
+    """Row i of a batch with seed s draws the same noise as a batch of one with seed s + i."""
+    texts = [PROMPTS[0]] * 4
+    batch = model.generate(texts, max_new_frames=12, seed=7, progress=False)
+    for i in range(4):
+        alone = model.generate(texts[:1], max_new_frames=12, seed=7 + i, progress=False)
+        assert torch.equal(batch[i : i + 1], alone), i
+    listed = model.generate(texts[:2], max_new_frames=12, seed=[9, 7], progress=False)
+    assert torch.equal(listed[1:], batch[:1])
+
+
+def test_non_finite_logits_raise_with_the_step(model):
+    def poison(logits, hook):
+        if hook.ctx.step == 2:
+            return logits * float("nan")
+
+    with pytest.raises(FloatingPointError, match=r"generation step 2 .*hook_logits"):
+        model.generate(PROMPTS, max_new_frames=6, seed=0, progress=False, fwd_hooks=[("hook_logits", poison)])
+
+
+def test_audio_prompt_arrays_need_their_sample_rate(model):
+    audio = torch.zeros(1, int(0.2 * model.sample_rate))
+    with pytest.raises(ValueError, match="audio_prompt_sr="):
+        model.generate(PROMPTS, audio_prompt=audio, max_new_frames=2, progress=False)
+    with pytest.raises(ValueError, match="without audio_prompt"):
+        model.generate(PROMPTS, audio_prompt_sr=16000, max_new_frames=2, progress=False)
+    # an array at another rate is resampled, not read as the model's rate
+    twice = torch.sin(torch.arange(int(0.4 * model.sample_rate)) * 0.05)[None]
+    at_2x = model.generate(PROMPTS[:1], audio_prompt=twice, audio_prompt_sr=2 * model.sample_rate, max_new_frames=1, do_sample=False, progress=False)
+    at_1x = model.generate(PROMPTS[:1], audio_prompt=twice, audio_prompt_sr=model.sample_rate, max_new_frames=1, do_sample=False, progress=False)
+    assert at_2x.shape[-1] < at_1x.shape[-1]
+
+
+def test_a_prompt_longer_than_the_context_is_named_in_seconds(model):
+    limit = model.pattern.max_frames(model.cfg.n_ctx)
+    codes = torch.zeros(2, model.cfg.n_codebooks, limit + 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"the audio prompt is \d+ frames \([\d.]+ s\) but the model holds at most"):
+        model.generate(PROMPTS, audio_prompt_codes=codes, max_new_frames=1, progress=False)

@@ -321,3 +321,58 @@ def test_bad_conditioning_gives_clear_errors(model):
         model.condition([])
     with pytest.raises(ValueError, match="return_type"):
         model(codes, return_type="probs")
+
+
+# ---------------------------------------------------------------------------- hardening
+
+
+def test_stop_at_layer_is_validated_and_counts_from_the_end(model):
+    codes = random_codes(model, batch=1, pos=4)
+    n = model.cfg.n_layers
+    with pytest.raises(ValueError, match="stop_at_layer must be an int"):
+        model(codes, stop_at_layer=n + 1)
+    with pytest.raises(ValueError, match="stop_at_layer must be an int"):
+        model(codes, stop_at_layer=1.0)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(codes, names_filter=f"blocks.{n - 1}.hook_resid_pre")
+        torch.testing.assert_close(model(codes, stop_at_layer=-1), cache[f"blocks.{n - 1}.hook_resid_pre"])
+
+
+def test_condition_detaches_the_text_encoder_unless_asked(model):
+    cond = model.condition(PROMPTS)
+    assert not cond.states.requires_grad
+    codes = random_codes(model, batch=2, pos=4)
+    for _ in range(2):  # a second backward through the same conditioning works
+        model(codes, cond, return_type="loss").backward()
+    model.zero_grad()
+    assert model.condition(PROMPTS, requires_grad=True).states.requires_grad
+
+
+def test_nan_text_states_are_refused(model):
+    cond = model.condition(PROMPTS)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        Conditioning(cond.states * float("nan"), cond.mask)
+
+
+def test_a_str_is_one_text_and_batch_one_broadcasts(model):
+    codes = random_codes(model, batch=2, pos=4)
+    with torch.no_grad():
+        a = model(codes, PROMPTS[0])
+        b = model(codes, [PROMPTS[0], PROMPTS[0]])
+        c = model(codes, model.condition(PROMPTS[:1]))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_forward_and_generate_follow_the_modules_dtype(load_model, checkpoint_dir, dtype):
+    from musicgen_lens import HookedMusicGen
+
+    model = HookedMusicGen.from_pretrained(checkpoint_dir("base"), device="cpu").to(dtype)
+    assert model.dtype == dtype
+    codes = random_codes(model, batch=2, pos=5)
+    with torch.no_grad():
+        logits = model(codes, PROMPTS)
+    assert logits.dtype == dtype and torch.isfinite(logits.float()).all()
+    out = model.generate(PROMPTS, max_new_frames=3, seed=0, progress=False)
+    assert out.shape == (2, model.cfg.n_codebooks, 3)

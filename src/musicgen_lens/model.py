@@ -411,6 +411,8 @@ class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
+        if kv_cache is not None and not isinstance(kv_cache, KVCache):
+            raise TypeError(f"kv_cache must be a musicgen_lens.KVCache (KVCache.for_model(...)), got {type(kv_cache).__name__}")
         if kv_cache is not None and stop_at_layer is not None:
             raise ValueError("stop_at_layer cannot be combined with kv_cache: the later layers' caches would fall behind")
         if stop_at_layer is not None:
@@ -431,8 +433,6 @@ class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
         if kv_cache is None:
             uncond = cond.is_null
         else:
-            if not isinstance(kv_cache, KVCache):
-                raise TypeError(f"kv_cache must be a musicgen_lens.KVCache (KVCache.for_model(...)), got {type(kv_cache).__name__}")
             if kv_cache.batch != codes.shape[0]:
                 raise ValueError(f"kv_cache was made for batch {kv_cache.batch}, but codes have batch {codes.shape[0]}")
             if first:
