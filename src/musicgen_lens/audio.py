@@ -68,7 +68,7 @@ def _check_2d(audio: torch.Tensor | np.ndarray, what: str) -> None:
         )
 
 
-def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False) -> None:
+def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False, overflow_note: str = "") -> None:
     """Reject audio nothing downstream can use: empty, non-finite or (unless allowed) all-silent."""
     if audio.numel() == 0:
         raise ValueError(f"{what} is empty (0 samples); expected at least one sample")
@@ -76,7 +76,7 @@ def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False
         n_nan = int(torch.isnan(audio).sum())
         n_inf = int(torch.isinf(audio).sum())
         raise ValueError(
-            f"{what} contains non-finite values ({n_nan} NaN, {n_inf} inf); "
+            f"{what} contains non-finite values ({n_nan} NaN, {n_inf} inf{overflow_note}); "
             "expected finite samples in [-1, 1]"
         )
     peak = float(audio.abs().max())
@@ -162,30 +162,102 @@ def _db_to_gain(db: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+# WAVE format tags whose data chunk holds exactly block_align bytes per frame: PCM, IEEE float,
+# A-law, mu-law, and WAVE_FORMAT_EXTENSIBLE (whose sub-format libsndfile only reads when it is one
+# of these). Compressed formats (ADPCM, GSM, ...) pack many frames into one block.
+_WAV_PLAIN_FORMATS = {0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE}
+# A data chunk size some writers leave when they stream and cannot seek back: "to the end".
+_WAV_UNKNOWN_SIZES = {0, 0xFFFFFFFF}
+
+
+def _header_frames(path: Path) -> int | None:
+    """How many frames a WAV (RIFF/RIFX) or AIFF/AIFC header promises; None for other formats or
+    when the header leaves it open. libsndfile quietly shortens its own frame count to what the
+    file holds, so a truncated file can only be told from the header itself."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12:
+                return None
+            if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+                order, aiff = ("<" if head[:4] == b"RIFF" else ">"), False
+            elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                order, aiff = ">", True
+            else:
+                return None
+            block_align = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], int.from_bytes(chunk[4:], "little" if order == "<" else "big")
+                if aiff and cid == b"COMM":
+                    comm = f.read(6)
+                    return int.from_bytes(comm[2:6], "big") if len(comm) == 6 else None
+                if not aiff and cid == b"fmt ":
+                    fmt = f.read(min(size, 16))
+                    if len(fmt) < 14:
+                        return None
+                    tag = int.from_bytes(fmt[0:2], "little" if order == "<" else "big")
+                    block_align = int.from_bytes(fmt[12:14], "little" if order == "<" else "big")
+                    if tag not in _WAV_PLAIN_FORMATS or block_align <= 0:
+                        return None
+                    f.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+                    continue
+                if not aiff and cid == b"data":
+                    if block_align is None or size in _WAV_UNKNOWN_SIZES:
+                        return None
+                    return size // block_align
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 def _read_file(path: Path, offset: float, duration: float | None) -> tuple[torch.Tensor, int]:
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {str(path)!r}")
     if path.is_dir():
         raise ValueError(f"expected an audio file but {str(path)!r} is a directory")
     try:
-        with sf.SoundFile(str(path)) as f:
-            sr = f.samplerate
-            total = f.frames
-            start = int(round(offset * sr))
-            if offset > 0 and start >= total:
-                raise ValueError(
-                    f"offset={offset}s is beyond the end of {str(path)!r} "
-                    f"({total / sr:.3f}s long); expected 0 <= offset < duration of the file"
-                )
-            frames = -1 if duration is None else max(1, int(round(duration * sr)))
-            if start:
-                f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)
+        f = sf.SoundFile(str(path))
     except sf.LibsndfileError as e:
         raise ValueError(
             f"could not read audio file {str(path)!r}: {e.error_string}; expected a format "
             "libsndfile reads (wav, flac, ogg, mp3, ...)"
         ) from e
+    with f:
+        sr = f.samplerate
+        total = f.frames
+        promised = _header_frames(path)
+        if promised is not None and promised > total:
+            raise ValueError(
+                f"audio file {str(path)!r} is truncated: its header promises {promised} frames "
+                f"({promised / sr:.3f}s) but it holds {total} ({total / sr:.3f}s); "
+                "expected a complete file (re-export or re-copy it)"
+            )
+        start = int(round(offset * sr))
+        if offset > 0 and start >= total:
+            raise ValueError(
+                f"offset={offset}s is beyond the end of {str(path)!r} "
+                f"({total / sr:.3f}s long); expected 0 <= offset < duration of the file"
+            )
+        frames = -1 if duration is None else max(1, int(round(duration * sr)))
+        want = total - start if frames < 0 else min(frames, total - start)
+        try:
+            if start:
+                f.seek(start)
+            data = f.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise ValueError(
+                f"audio file {str(path)!r} is corrupt or truncated: it opened as {f.format} "
+                f"({total} frames) but decoding failed ({getattr(e, 'error_string', e)}); "
+                "expected a complete, readable file"
+            ) from e
+        if total > 0 and len(data) < want:
+            raise ValueError(
+                f"audio file {str(path)!r} is truncated or corrupt: its header promises {total} frames "
+                f"but reading frames {start}..{start + want} gave only {len(data)}; expected a complete file"
+            )
     return torch.from_numpy(np.ascontiguousarray(data.T)), sr
 
 
@@ -225,8 +297,10 @@ def load_audio(
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: unreadable file, wrong shape, missing/non-positive ``sr``, empty, NaN/inf or
-            all-silent audio, bad channel count, ``offset``/``duration`` out of range.
+        ValueError: unreadable, truncated (a WAV/AIFF header promising more frames than the file
+            holds, or a decode error part-way) or corrupt file, wrong shape, missing/non-positive
+            ``sr``, empty, NaN/inf (also after resampling) or all-silent audio, bad channel count,
+            ``offset``/``duration`` out of range.
 
     Order of operations: crop, check, convert channels, resample, normalize.
     """
@@ -247,6 +321,7 @@ def load_audio(
     if target_sr is not None:
         target_sr = _check_sr(target_sr, "target_sr")
 
+    overflow_note = ""
     if isinstance(path_or_array, (str, os.PathLike)):
         if sr is not None:
             raise ValueError(
@@ -256,6 +331,9 @@ def load_audio(
         path = Path(path_or_array)
         what = f"audio file {str(path)!r}"
         audio, sr_in = _read_file(path, offset, duration)
+        if not torch.isfinite(audio).all() and not torch.isnan(audio).any():
+            # a DOUBLE file can hold finite samples beyond float32's range (~3.4e38)
+            overflow_note = "; samples beyond float32's range read as inf" if sf.info(str(path)).subtype == "DOUBLE" else ""
     else:
         what = "audio array"
         shape = tuple(getattr(path_or_array, "shape", ()))
@@ -279,7 +357,7 @@ def load_audio(
         stop = total if duration is None else start + max(1, int(round(duration * sr_in)))
         audio = audio[:, start:stop]
 
-    _check_content(audio, what)
+    _check_content(audio, what, overflow_note=overflow_note)
 
     if mono:
         audio = to_mono(audio)
@@ -287,7 +365,13 @@ def load_audio(
         audio = convert_channels(audio, channels)
 
     if target_sr is not None and target_sr != sr_in:
+        peak = float(audio.abs().max())
         audio = resample(audio, sr_in, target_sr)
+        if not torch.isfinite(audio).all():
+            raise ValueError(
+                f"{what}: resampling {sr_in} -> {target_sr} Hz produced non-finite values because its "
+                f"samples are far outside [-1, 1] (peak {peak:.3g}); expected audio nominally in [-1, 1]"
+            )
         sr_in = target_sr
 
     if normalize is not None:
