@@ -26,7 +26,7 @@ import soxr
 import torch
 from jaxtyping import Float
 
-__all__ = ["load_audio", "save_audio", "to_mono", "convert_channels", "resample"]
+__all__ = ["load_audio", "save_audio", "check_save_path", "to_mono", "convert_channels", "resample"]
 
 AudioArray = Union[np.ndarray, torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -388,17 +388,63 @@ def load_audio(
 # ---------------------------------------------------------------------------------------------
 
 
+def _writable_extensions() -> list[str]:
+    """Extensions save_audio can write: libsndfile's formats (not headerless RAW) and aliases."""
+    exts = {f.lower() for f in sf.available_formats() if f != "RAW"} | set(_FORMAT_ALIASES)
+    first = [e for e in ("wav", "flac", "ogg", "mp3") if e in exts]
+    return first + sorted(exts - set(first))
+
+
 def _format_for(path: Path) -> tuple[str, str | None]:
     ext = path.suffix.lower().lstrip(".")
     if ext in _FORMAT_ALIASES:
         return _FORMAT_ALIASES[ext]
     fmt = ext.upper()
-    if not ext or fmt not in sf.available_formats():
+    if not ext or fmt == "RAW" or fmt not in sf.available_formats():
+        supported = ", ".join("." + e for e in _writable_extensions())
         raise ValueError(
-            f"cannot tell the audio format from {str(path)!r}; use an extension libsndfile "
-            "writes, e.g. .wav, .flac or .ogg"
+            f"cannot tell the audio format from {str(path)!r} "
+            f"({'extension .' + ext if ext else 'no extension'}); use an extension libsndfile writes: {supported}"
         )
     return fmt, None
+
+
+def check_save_path(path: PathLike, subtype: str | None = None, *, create_dirs: bool = False) -> Path:
+    """Check that :func:`save_audio` could write ``path``, without writing anything: a known
+    extension (and ``subtype``), not an existing directory, and a directory to write into that
+    exists or (``create_dirs=True``) could be created. Cheap: call it before a long computation
+    whose result is to be saved there.
+
+    Raises:
+        ValueError: unknown extension or subtype, or ``path`` is a directory.
+        FileNotFoundError: the directory does not exist (and ``create_dirs`` is False).
+        NotADirectoryError: a component of the directory is a file.
+        PermissionError: the directory (or, with ``create_dirs``, its nearest existing parent)
+            is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot save audio to {str(path)!r}: it is a directory; expected a file name such as {str(path / 'out.wav')!r}")
+    fmt, default_subtype = _format_for(path)
+    subtype = subtype if subtype is not None else default_subtype
+    if subtype is not None and not sf.check_format(fmt, subtype):
+        raise ValueError(
+            f"subtype {subtype!r} cannot be written as {fmt}; "
+            f"available: {sorted(sf.available_subtypes(fmt))}"
+        )
+    directory = path.parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"cannot save {str(path)!r}: {str(existing)!r} is a file, not a directory; expected a path inside a directory"
+        )
+    if existing != directory and not create_dirs:
+        raise FileNotFoundError(f"cannot save {str(path)!r}: directory {str(directory)!r} does not exist")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot save {str(path)!r}: directory {str(existing)!r} is not writable")
+    return path
 
 
 def save_audio(
@@ -433,7 +479,8 @@ def save_audio(
         ValueError: empty or NaN/inf audio, wrong shape (including a batch of more than one),
             non-positive ``sr``, unknown extension or subtype, peak above 1.0 with
             ``clip="error"``. All-silent audio is written (it is valid, if dull).
-        FileNotFoundError: the destination directory does not exist.
+        FileNotFoundError: the destination directory does not exist (see :func:`check_save_path`,
+            which checks all of this before any audio exists).
 
     The data goes to a hidden temporary file next to ``path`` (same extension, so libsndfile
     sees the same format) which is then ``os.replace``-d over it; if anything fails, including
@@ -445,11 +492,7 @@ def save_audio(
     sr = _check_sr(sr, "sr")
     fmt, default_subtype = _format_for(path)
     subtype = subtype if subtype is not None else default_subtype
-    if subtype is not None and not sf.check_format(fmt, subtype):
-        raise ValueError(
-            f"subtype {subtype!r} cannot be written as {fmt}; "
-            f"available: {sorted(sf.available_subtypes(fmt))}"
-        )
+    check_save_path(path, subtype)
 
     what = "audio to save"
     if isinstance(audio, torch.Tensor):
@@ -499,8 +542,6 @@ def save_audio(
             )
 
     directory = path.parent
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot save {str(path)!r}: directory {str(directory)!r} does not exist")
     tmp = directory / f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}"
     try:
         # O_EXCL so we never clobber someone else's temp file; mode 0o666 lets the umask decide
