@@ -420,3 +420,23 @@ def test_checkpoint_load_names_what_is_missing_and_mismatched(tmp_path):
         load_checkpoint(tmp_path / "state.pt", net=torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match=r"'gen'.*torch.Generator's state.*numpy"):
         load_checkpoint(tmp_path / "state.pt", gen=np.random.default_rng(0))
+
+
+def test_the_lm_scripts_codes_cache_is_read_weights_only(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_lm_script", Path(__file__).parents[1] / "training" / "train_lm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    codes = torch.randint(0, 256, (2, 4, 10), dtype=torch.int16)
+    torch.save(codes, tmp_path / "codes.pt")
+    assert torch.equal(script.cached_codes(tmp_path / "codes.pt", None, "unused", "train"), codes)
+    _Payload.marker = str(tmp_path / "pwned")
+    torch.save(_Payload(), tmp_path / "bad.pt")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        script.cached_codes(tmp_path / "bad.pt", None, "unused", "train")
+    assert not (tmp_path / "pwned").exists()
+    torch.save(torch.zeros(3), tmp_path / "floats.pt")
+    with pytest.raises(ValueError, match=r"floats\.pt.*not a codes cache"):
+        script.cached_codes(tmp_path / "floats.pt", None, "unused", "train")
