@@ -522,3 +522,16 @@ def test_samples_that_overflow_when_processed_are_refused(tmp_path):
         A.load_audio(wide)
     with pytest.raises(ValueError, match="resampl.*non-finite"):
         A.load_audio(x[None], sr=16000, target_sr=32000)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"offset": "2"}, "offset"), ({"offset": True}, "offset"), ({"duration": "2"}, "duration"),
+        ({"duration": [1.0]}, "duration"), ({"normalize": "-1"}, "normalize"), ({"loudness_db": "x"}, "loudness_db"),
+        ({"target_sr": "16000"}, "target_sr"),
+    ],
+)
+def test_numeric_arguments_of_the_wrong_type_are_named(kwargs, name):
+    with pytest.raises((TypeError, ValueError), match=rf"{name} must be .*got"):
+        A.load_audio(sine(16000), sr=16000, **kwargs)

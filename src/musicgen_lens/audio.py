@@ -304,6 +304,9 @@ def load_audio(
 
     Order of operations: crop, check, convert channels, resample, normalize.
     """
+    for name, value in (("offset", offset), ("duration", duration), ("normalize", normalize), ("loudness_db", loudness_db)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))):
+            raise TypeError(f"{name} must be a number{' of seconds' if name in ('offset', 'duration') else ''}, got {value!r} ({type(value).__name__})")
     if offset is None or not math.isfinite(offset) or offset < 0:
         raise ValueError(f"offset must be a finite number of seconds >= 0, got {offset!r}")
     if duration is not None and (not math.isfinite(duration) or duration <= 0):
