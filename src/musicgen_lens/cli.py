@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=_unit, default=0.0, help="0 disables nucleus sampling")
     gen.add_argument("--temperature", type=_positive, default=1.0)
     gen.add_argument("--melody", default=None, help="audio file whose melody (chroma) conditions the music (melody checkpoints only)")
-    gen.set_defaults(func=_generate)
+    gen.set_defaults(func=_generate, subparser=gen)
     steer = sub.add_parser("steer", help="generate with a steering vector (the paper's intervention)")
     _common(steer)
     steer.add_argument("--vector", required=True, help="a SteeringVector .safetensors file")
@@ -216,15 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--every", type=_every, default=None, help="fire every N generation steps")
     steer.add_argument("--branch", default="cond", choices=["cond", "uncond", "both"])
     steer.add_argument("--original", default=None, help="also write the unsteered audio here")
-    steer.set_defaults(func=_steer)
+    steer.set_defaults(func=_steer, subparser=steer)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    # the subcommand's parser, so that errors print its usage
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    sub = args.subparser  # errors print the subcommand's usage
     _check_destinations(sub, args)
     _check_inputs(sub, args)
     return args.func(sub, args)
