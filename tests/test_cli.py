@@ -50,8 +50,11 @@ def test_generate_writes_audio_with_the_embedded_model(tmp_path, capsys, toy):
     assert str(out) in capsys.readouterr().out
 
 
-def test_steer_writes_the_steered_and_the_original_audio(tmp_path, toy):
+def test_steer_writes_the_steered_and_the_original_audio(tmp_path, toy, monkeypatch):
     from musicgen_lens.steering import SteeringVector
+
+    # the real load is covered above; this test reuses the loaded model to stay fast
+    monkeypatch.setattr(HookedMusicGen, "from_pretrained", lambda name, device=None: toy)
 
     vector = tmp_path / "v.safetensors"
     SteeringVector(torch.randn(toy.cfg.d_model), site="resid_post", layer=0, model_hash=toy.cfg.hash()).save(vector)
