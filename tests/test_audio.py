@@ -461,10 +461,77 @@ def test_save_replaces_existing_file_atomically(tmp_path):
     )
 )
 def test_property_float_wav_round_trip_is_exact(tmp_path, data):
-    if np.abs(data).max() < A.SILENCE_THRESHOLD:
+    if float(np.abs(data).max()) < A.SILENCE_THRESHOLD:  # float64, as load_audio compares
         data = data.copy()
         data[0, 0] = 0.5
     path = A.save_audio(tmp_path / "p.wav", data, 8000, subtype="FLOAT")
     y, sr = A.load_audio(path)
     assert sr == 8000
     np.testing.assert_array_equal(y.numpy(), data)
+
+
+def _truncate(path: Path, keep: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize(
+    "ext, subtype, nch",
+    [("wav", "PCM_16", 1), ("wav", "FLOAT", 2), ("wav", "PCM_24", 2), ("aiff", "PCM_16", 1), ("aiff", "FLOAT", 2)],
+)
+def test_a_truncated_file_is_refused_with_promised_and_found_frames(tmp_path, ext, subtype, nch):
+    """libsndfile silently shortens a file whose header promises more frames than it holds."""
+    path = tmp_path / f"cut.{ext}"
+    sf.write(str(path), sine(16000, seconds=1.0, channels=nch).T, 16000, subtype=subtype)
+    found = sf.info(str(_truncate(path))).frames
+    assert 0 < found < 16000  # what used to be loaded without a word
+    for kwargs in ({}, {"duration": 0.1}, {"offset": 0.05, "duration": 0.1, "target_sr": 8000}):
+        with pytest.raises(ValueError, match=rf"cut\.{ext}.*truncated.*promises 16000 frames.*holds {found}"):
+            A.load_audio(path, **kwargs)
+
+
+def test_a_truncated_flac_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "cut.flac"
+    sf.write(str(path), sine(16000, seconds=1.0).T, 16000, subtype="PCM_16")
+    _truncate(path)
+    with pytest.raises(ValueError, match=r"cut\.flac.*(truncated|corrupt)"):
+        A.load_audio(path)
+
+
+def test_intact_wav_with_chunks_after_the_data_still_loads(tmp_path):
+    path = tmp_path / "tail.wav"
+    x = sine(16000)
+    sf.write(str(path), x.T, 16000, subtype="FLOAT")
+    data = bytearray(path.read_bytes() + b"LIST" + (5).to_bytes(4, "little") + b"INFOx\x00")
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(A.load_audio(path)[0].numpy(), x)
+
+
+def test_samples_that_overflow_when_processed_are_refused(tmp_path):
+    """A float WAV may hold huge finite samples; resampling them must not hand back NaN/inf."""
+    path = tmp_path / "huge.wav"
+    x = np.where(np.arange(16000) % 2 == 0, 3e38, -3e38).astype(np.float32)
+    sf.write(str(path), x, 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"huge\.wav.*resampl.*non-finite"):
+        A.load_audio(path, target_sr=32000)
+    wide = tmp_path / "wide.wav"
+    sf.write(str(wide), np.full(100, 1e300), 16000, subtype="DOUBLE")
+    with pytest.raises(ValueError, match=r"wide\.wav.*non-finite.*float32"):
+        A.load_audio(wide)
+    with pytest.raises(ValueError, match="resampl.*non-finite"):
+        A.load_audio(x[None], sr=16000, target_sr=32000)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"offset": "2"}, "offset"), ({"offset": True}, "offset"), ({"duration": "2"}, "duration"),
+        ({"duration": [1.0]}, "duration"), ({"normalize": "-1"}, "normalize"), ({"loudness_db": "x"}, "loudness_db"),
+        ({"target_sr": "16000"}, "target_sr"),
+    ],
+)
+def test_numeric_arguments_of_the_wrong_type_are_named(kwargs, name):
+    with pytest.raises((TypeError, ValueError), match=rf"{name} must be .*got"):
+        A.load_audio(sine(16000), sr=16000, **kwargs)

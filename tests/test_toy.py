@@ -32,11 +32,12 @@ def test_loads_by_name_and_by_default(toy):
     assert json.loads((TOY_MODEL / "config.json").read_text())["model_type"] == "musicgen"
 
 
-def test_a_local_folder_named_toy_wins(tmp_path, monkeypatch):
+def test_toy_is_reserved_a_local_folder_named_toy_does_not_shadow_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve("toy") == TOY_MODEL
     (tmp_path / "toy").mkdir()
-    assert resolve("toy") == "toy"
+    assert resolve("toy") == TOY_MODEL  # the folder is loaded as "./toy" (tests/test_loading.py)
+    assert resolve("./toy") == "./toy"
 
 
 def test_the_text_prompt_matters(toy):

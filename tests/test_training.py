@@ -371,3 +371,72 @@ def test_a_continued_run_carries_its_checkpoints_history_into_the_model_card(tmp
     assert training.startswith("- training: first " + first.rstrip(";")) and "then continued from that checkpoint for 600 steps" in training
     codec = next(line for line in card.splitlines() if line.startswith("- codec training: "))
     assert codec.split(";")[0] == "- codec training: " + script.earlier_card_line(str(TOY_MODEL), "- codec training: ").split(";")[0]
+
+
+class _Payload:
+    """A pickle whose loading would run code: what a crafted `state.pt` carries."""
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(_Payload.marker),))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_does_not_run(tmp_path):
+    from musicgen_lens.training.checkpoint import load_checkpoint
+
+    _Payload.marker = str(tmp_path / "pwned")
+    torch.save({"step": 3, "net": _Payload()}, tmp_path / "state.pt")
+    net = torch.nn.Linear(3, 2)
+    before = net.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"state\.pt.*(refus|not a plain)"):
+        load_checkpoint(tmp_path / "state.pt", net=net)
+    assert not (tmp_path / "pwned").exists()
+    assert torch.equal(net.weight, before)
+
+
+def test_checkpoint_round_trips_every_numpy_bit_generator(tmp_path):
+    """MT19937 keeps its state in a numpy array, which a weights-only load refuses unless it is
+    stored as plain data; every bit generator must still resume exactly."""
+    from musicgen_lens.training.checkpoint import load_checkpoint, save_checkpoint
+
+    kinds = (np.random.PCG64, np.random.PCG64DXSM, np.random.MT19937, np.random.Philox, np.random.SFC64)
+    a = {k.__name__: np.random.Generator(k(0)) for k in kinds}
+    for g in a.values():
+        g.random(5), g.integers(0, 10, 3)
+    save_checkpoint(tmp_path / "state.pt", 2, **a)
+    b = {k.__name__: np.random.Generator(k(1)) for k in kinds}
+    assert load_checkpoint(tmp_path / "state.pt", **b) == 2
+    for name in a:
+        assert a[name].random() == b[name].random(), name
+        assert a[name].bit_generator.state["bit_generator"] == b[name].bit_generator.state["bit_generator"]
+
+
+def test_checkpoint_load_names_what_is_missing_and_mismatched(tmp_path):
+    from musicgen_lens.training.checkpoint import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "state.pt", 1, gen=torch.Generator().manual_seed(0))
+    with pytest.raises(KeyError, match=r"'net'.*state\.pt.*has: gen"):
+        load_checkpoint(tmp_path / "state.pt", net=torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"'gen'.*torch.Generator's state.*numpy"):
+        load_checkpoint(tmp_path / "state.pt", gen=np.random.default_rng(0))
+
+
+def test_the_lm_scripts_codes_cache_is_read_weights_only(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("train_lm_script", Path(__file__).parents[1] / "training" / "train_lm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    codes = torch.randint(0, 256, (2, 4, 10), dtype=torch.int16)
+    torch.save(codes, tmp_path / "codes.pt")
+    assert torch.equal(script.cached_codes(tmp_path / "codes.pt", None, "unused", "train"), codes)
+    _Payload.marker = str(tmp_path / "pwned")
+    torch.save(_Payload(), tmp_path / "bad.pt")
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        script.cached_codes(tmp_path / "bad.pt", None, "unused", "train")
+    assert not (tmp_path / "pwned").exists()
+    torch.save(torch.zeros(3), tmp_path / "floats.pt")
+    with pytest.raises(ValueError, match=r"floats\.pt.*not a codes cache"):
+        script.cached_codes(tmp_path / "floats.pt", None, "unused", "train")

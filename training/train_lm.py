@@ -25,7 +25,11 @@ from musicgen_lens.training.lm import ARCH, build_hf_model, encode_audio, export
 def cached_codes(path: Path, codec, data: str, split: str) -> torch.Tensor:
     """The split's codes, encoded once; a resumed run does not read the audio again."""
     if path.exists():
-        return torch.load(path)
+        # weights-only whatever torch's default: a planted codes file cannot run code
+        codes = torch.load(path, weights_only=True)
+        if not isinstance(codes, torch.Tensor) or codes.dtype.is_floating_point:
+            raise ValueError(f"{str(path)!r} is not a codes cache (expected an integer tensor); delete it to re-encode {split}")
+        return codes
     codes = encode_audio(codec, load_split(data, split)[0])
     with atomic_path(path) as tmp:
         torch.save(codes, tmp)

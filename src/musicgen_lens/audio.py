@@ -26,7 +26,7 @@ import soxr
 import torch
 from jaxtyping import Float
 
-__all__ = ["load_audio", "save_audio", "to_mono", "convert_channels", "resample"]
+__all__ = ["load_audio", "save_audio", "check_save_path", "to_mono", "convert_channels", "resample"]
 
 AudioArray = Union[np.ndarray, torch.Tensor]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -68,7 +68,7 @@ def _check_2d(audio: torch.Tensor | np.ndarray, what: str) -> None:
         )
 
 
-def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False) -> None:
+def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False, overflow_note: str = "") -> None:
     """Reject audio nothing downstream can use: empty, non-finite or (unless allowed) all-silent."""
     if audio.numel() == 0:
         raise ValueError(f"{what} is empty (0 samples); expected at least one sample")
@@ -76,7 +76,7 @@ def _check_content(audio: torch.Tensor, what: str, *, allow_silent: bool = False
         n_nan = int(torch.isnan(audio).sum())
         n_inf = int(torch.isinf(audio).sum())
         raise ValueError(
-            f"{what} contains non-finite values ({n_nan} NaN, {n_inf} inf); "
+            f"{what} contains non-finite values ({n_nan} NaN, {n_inf} inf{overflow_note}); "
             "expected finite samples in [-1, 1]"
         )
     peak = float(audio.abs().max())
@@ -162,30 +162,102 @@ def _db_to_gain(db: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+# WAVE format tags whose data chunk holds exactly block_align bytes per frame: PCM, IEEE float,
+# A-law, mu-law, and WAVE_FORMAT_EXTENSIBLE (whose sub-format libsndfile only reads when it is one
+# of these). Compressed formats (ADPCM, GSM, ...) pack many frames into one block.
+_WAV_PLAIN_FORMATS = {0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE}
+# A data chunk size some writers leave when they stream and cannot seek back: "to the end".
+_WAV_UNKNOWN_SIZES = {0, 0xFFFFFFFF}
+
+
+def _header_frames(path: Path) -> int | None:
+    """How many frames a WAV (RIFF/RIFX) or AIFF/AIFC header promises; None for other formats or
+    when the header leaves it open. libsndfile quietly shortens its own frame count to what the
+    file holds, so a truncated file can only be told from the header itself."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12:
+                return None
+            if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+                order, aiff = ("<" if head[:4] == b"RIFF" else ">"), False
+            elif head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+                order, aiff = ">", True
+            else:
+                return None
+            block_align = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], int.from_bytes(chunk[4:], "little" if order == "<" else "big")
+                if aiff and cid == b"COMM":
+                    comm = f.read(6)
+                    return int.from_bytes(comm[2:6], "big") if len(comm) == 6 else None
+                if not aiff and cid == b"fmt ":
+                    fmt = f.read(min(size, 16))
+                    if len(fmt) < 14:
+                        return None
+                    tag = int.from_bytes(fmt[0:2], "little" if order == "<" else "big")
+                    block_align = int.from_bytes(fmt[12:14], "little" if order == "<" else "big")
+                    if tag not in _WAV_PLAIN_FORMATS or block_align <= 0:
+                        return None
+                    f.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+                    continue
+                if not aiff and cid == b"data":
+                    if block_align is None or size in _WAV_UNKNOWN_SIZES:
+                        return None
+                    return size // block_align
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
 def _read_file(path: Path, offset: float, duration: float | None) -> tuple[torch.Tensor, int]:
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {str(path)!r}")
     if path.is_dir():
         raise ValueError(f"expected an audio file but {str(path)!r} is a directory")
     try:
-        with sf.SoundFile(str(path)) as f:
-            sr = f.samplerate
-            total = f.frames
-            start = int(round(offset * sr))
-            if offset > 0 and start >= total:
-                raise ValueError(
-                    f"offset={offset}s is beyond the end of {str(path)!r} "
-                    f"({total / sr:.3f}s long); expected 0 <= offset < duration of the file"
-                )
-            frames = -1 if duration is None else max(1, int(round(duration * sr)))
-            if start:
-                f.seek(start)
-            data = f.read(frames, dtype="float32", always_2d=True)
+        f = sf.SoundFile(str(path))
     except sf.LibsndfileError as e:
         raise ValueError(
             f"could not read audio file {str(path)!r}: {e.error_string}; expected a format "
             "libsndfile reads (wav, flac, ogg, mp3, ...)"
         ) from e
+    with f:
+        sr = f.samplerate
+        total = f.frames
+        promised = _header_frames(path)
+        if promised is not None and promised > total:
+            raise ValueError(
+                f"audio file {str(path)!r} is truncated: its header promises {promised} frames "
+                f"({promised / sr:.3f}s) but it holds {total} ({total / sr:.3f}s); "
+                "expected a complete file (re-export or re-copy it)"
+            )
+        start = int(round(offset * sr))
+        if offset > 0 and start >= total:
+            raise ValueError(
+                f"offset={offset}s is beyond the end of {str(path)!r} "
+                f"({total / sr:.3f}s long); expected 0 <= offset < duration of the file"
+            )
+        frames = -1 if duration is None else max(1, int(round(duration * sr)))
+        want = total - start if frames < 0 else min(frames, total - start)
+        try:
+            if start:
+                f.seek(start)
+            data = f.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise ValueError(
+                f"audio file {str(path)!r} is corrupt or truncated: it opened as {f.format} "
+                f"({total} frames) but decoding failed ({getattr(e, 'error_string', e)}); "
+                "expected a complete, readable file"
+            ) from e
+        if total > 0 and len(data) < want:
+            raise ValueError(
+                f"audio file {str(path)!r} is truncated or corrupt: its header promises {total} frames "
+                f"but reading frames {start}..{start + want} gave only {len(data)}; expected a complete file"
+            )
     return torch.from_numpy(np.ascontiguousarray(data.T)), sr
 
 
@@ -225,11 +297,16 @@ def load_audio(
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: unreadable file, wrong shape, missing/non-positive ``sr``, empty, NaN/inf or
-            all-silent audio, bad channel count, ``offset``/``duration`` out of range.
+        ValueError: unreadable, truncated (a WAV/AIFF header promising more frames than the file
+            holds, or a decode error part-way) or corrupt file, wrong shape, missing/non-positive
+            ``sr``, empty, NaN/inf (also after resampling) or all-silent audio, bad channel count,
+            ``offset``/``duration`` out of range.
 
     Order of operations: crop, check, convert channels, resample, normalize.
     """
+    for name, value in (("offset", offset), ("duration", duration), ("normalize", normalize), ("loudness_db", loudness_db)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))):
+            raise TypeError(f"{name} must be a number{' of seconds' if name in ('offset', 'duration') else ''}, got {value!r} ({type(value).__name__})")
     if offset is None or not math.isfinite(offset) or offset < 0:
         raise ValueError(f"offset must be a finite number of seconds >= 0, got {offset!r}")
     if duration is not None and (not math.isfinite(duration) or duration <= 0):
@@ -247,6 +324,7 @@ def load_audio(
     if target_sr is not None:
         target_sr = _check_sr(target_sr, "target_sr")
 
+    overflow_note = ""
     if isinstance(path_or_array, (str, os.PathLike)):
         if sr is not None:
             raise ValueError(
@@ -256,6 +334,9 @@ def load_audio(
         path = Path(path_or_array)
         what = f"audio file {str(path)!r}"
         audio, sr_in = _read_file(path, offset, duration)
+        if not torch.isfinite(audio).all() and not torch.isnan(audio).any():
+            # a DOUBLE file can hold finite samples beyond float32's range (~3.4e38)
+            overflow_note = "; samples beyond float32's range read as inf" if sf.info(str(path)).subtype == "DOUBLE" else ""
     else:
         what = "audio array"
         shape = tuple(getattr(path_or_array, "shape", ()))
@@ -279,7 +360,7 @@ def load_audio(
         stop = total if duration is None else start + max(1, int(round(duration * sr_in)))
         audio = audio[:, start:stop]
 
-    _check_content(audio, what)
+    _check_content(audio, what, overflow_note=overflow_note)
 
     if mono:
         audio = to_mono(audio)
@@ -287,7 +368,13 @@ def load_audio(
         audio = convert_channels(audio, channels)
 
     if target_sr is not None and target_sr != sr_in:
+        peak = float(audio.abs().max())
         audio = resample(audio, sr_in, target_sr)
+        if not torch.isfinite(audio).all():
+            raise ValueError(
+                f"{what}: resampling {sr_in} -> {target_sr} Hz produced non-finite values because its "
+                f"samples are far outside [-1, 1] (peak {peak:.3g}); expected audio nominally in [-1, 1]"
+            )
         sr_in = target_sr
 
     if normalize is not None:
@@ -304,17 +391,63 @@ def load_audio(
 # ---------------------------------------------------------------------------------------------
 
 
+def _writable_extensions() -> list[str]:
+    """Extensions save_audio can write: libsndfile's formats (not headerless RAW) and aliases."""
+    exts = {f.lower() for f in sf.available_formats() if f != "RAW"} | set(_FORMAT_ALIASES)
+    first = [e for e in ("wav", "flac", "ogg", "mp3") if e in exts]
+    return first + sorted(exts - set(first))
+
+
 def _format_for(path: Path) -> tuple[str, str | None]:
     ext = path.suffix.lower().lstrip(".")
     if ext in _FORMAT_ALIASES:
         return _FORMAT_ALIASES[ext]
     fmt = ext.upper()
-    if not ext or fmt not in sf.available_formats():
+    if not ext or fmt == "RAW" or fmt not in sf.available_formats():
+        supported = ", ".join("." + e for e in _writable_extensions())
         raise ValueError(
-            f"cannot tell the audio format from {str(path)!r}; use an extension libsndfile "
-            "writes, e.g. .wav, .flac or .ogg"
+            f"cannot tell the audio format from {str(path)!r} "
+            f"({'extension .' + ext if ext else 'no extension'}); use an extension libsndfile writes: {supported}"
         )
     return fmt, None
+
+
+def check_save_path(path: PathLike, subtype: str | None = None, *, create_dirs: bool = False) -> Path:
+    """Check that :func:`save_audio` could write ``path``, without writing anything: a known
+    extension (and ``subtype``), not an existing directory, and a directory to write into that
+    exists or (``create_dirs=True``) could be created. Cheap: call it before a long computation
+    whose result is to be saved there.
+
+    Raises:
+        ValueError: unknown extension or subtype, or ``path`` is a directory.
+        FileNotFoundError: the directory does not exist (and ``create_dirs`` is False).
+        NotADirectoryError: a component of the directory is a file.
+        PermissionError: the directory (or, with ``create_dirs``, its nearest existing parent)
+            is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot save audio to {str(path)!r}: it is a directory; expected a file name such as {str(path / 'out.wav')!r}")
+    fmt, default_subtype = _format_for(path)
+    subtype = subtype if subtype is not None else default_subtype
+    if subtype is not None and not sf.check_format(fmt, subtype):
+        raise ValueError(
+            f"subtype {subtype!r} cannot be written as {fmt}; "
+            f"available: {sorted(sf.available_subtypes(fmt))}"
+        )
+    directory = path.parent
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"cannot save {str(path)!r}: {str(existing)!r} is a file, not a directory; expected a path inside a directory"
+        )
+    if existing != directory and not create_dirs:
+        raise FileNotFoundError(f"cannot save {str(path)!r}: directory {str(directory)!r} does not exist")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot save {str(path)!r}: directory {str(existing)!r} is not writable")
+    return path
 
 
 def save_audio(
@@ -349,7 +482,8 @@ def save_audio(
         ValueError: empty or NaN/inf audio, wrong shape (including a batch of more than one),
             non-positive ``sr``, unknown extension or subtype, peak above 1.0 with
             ``clip="error"``. All-silent audio is written (it is valid, if dull).
-        FileNotFoundError: the destination directory does not exist.
+        FileNotFoundError: the destination directory does not exist (see :func:`check_save_path`,
+            which checks all of this before any audio exists).
 
     The data goes to a hidden temporary file next to ``path`` (same extension, so libsndfile
     sees the same format) which is then ``os.replace``-d over it; if anything fails, including
@@ -361,11 +495,7 @@ def save_audio(
     sr = _check_sr(sr, "sr")
     fmt, default_subtype = _format_for(path)
     subtype = subtype if subtype is not None else default_subtype
-    if subtype is not None and not sf.check_format(fmt, subtype):
-        raise ValueError(
-            f"subtype {subtype!r} cannot be written as {fmt}; "
-            f"available: {sorted(sf.available_subtypes(fmt))}"
-        )
+    check_save_path(path, subtype)
 
     what = "audio to save"
     if isinstance(audio, torch.Tensor):
@@ -415,8 +545,6 @@ def save_audio(
             )
 
     directory = path.parent
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot save {str(path)!r}: directory {str(directory)!r} does not exist")
     tmp = directory / f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}"
     try:
         # O_EXCL so we never clobber someone else's temp file; mode 0o666 lets the umask decide

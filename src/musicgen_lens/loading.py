@@ -223,13 +223,26 @@ def from_pretrained(
     dtype: torch.dtype | None = None,
     **cfg_overrides: Any,
 ) -> "HookedMusicGen":
-    """Load a hub name (e.g. "facebook/musicgen-small", "facebook/musicgen-melody") or a local
-    `save_pretrained` directory; melody checkpoints are recognised by their config's model_type.
-    "toy" or no name loads the embedded toy model (`musicgen_lens.toy`)."""
-    from musicgen_lens.toy import TOY_NAME, resolve
+    """Load the embedded toy model, a local `save_pretrained` directory or a hub name; melody
+    checkpoints are recognised by their config's model_type.
 
-    requested = TOY_NAME if name_or_path is None else str(name_or_path)
-    name_or_path = resolve(name_or_path)
+    How `name_or_path` is read, in this order:
+
+    - `None` or the string "toy": the embedded toy model (`musicgen_lens.toy`), always; "toy" is
+      reserved, so a folder called `toy` in the working directory is loaded as "./toy" (or by an
+      absolute path, or as `Path("toy")`).
+    - a path: a `pathlib.Path` / `os.PathLike`, or a string that starts with "/", ".", "~", holds
+      a backslash, more than one "/", or names an existing directory. It must be a directory
+      with a `config.json`, else FileNotFoundError ("no such directory: ...") or
+      NotADirectoryError; it is never sent to the hub.
+    - otherwise a hub id, "name" or "namespace/name" (e.g. "facebook/musicgen-small",
+      "facebook/musicgen-melody"), downloaded or read from the Hugging Face cache.
+
+    What was loaded is logged (logging.INFO, logger `musicgen_lens.loading`) and recorded:
+    `model.cfg.model_name` is the name as given ("toy", the path, the hub id) and `model.source`
+    the resolved location (the embedded or local directory as an absolute path, or the hub id).
+    """
+    requested, name_or_path = resolve_name_or_path(name_or_path)
     from transformers import AutoConfig, AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
     with _quiet_special_token_check():
@@ -245,7 +258,72 @@ def from_pretrained(
         tokenizer = None
     model = from_hf(hf_model, tokenizer=tokenizer, device=device, dtype=dtype, chroma_extractor=chroma_extractor, **cfg_overrides)
     model.cfg.model_name = requested
+    model.source = str(name_or_path)
     return model
+
+
+def _looks_like_path(name: str) -> bool:
+    """A string no hub id can be: hub ids are "name" or "namespace/name" of [A-Za-z0-9._-]."""
+    return (
+        name.startswith(("/", ".", "~"))
+        or "\\" in name
+        or (os.sep != "/" and os.sep in name)
+        or (os.altsep is not None and os.altsep != "/" and os.altsep in name)
+        or name.count("/") > 1
+        or os.path.isabs(name)
+    )
+
+
+def resolve_name_or_path(name_or_path: str | os.PathLike | None) -> tuple[str, str]:
+    """(the name as given, what to load: an absolute directory or a hub id); see `from_pretrained`.
+
+    Raises FileNotFoundError / NotADirectoryError for a path that is not a checkpoint directory,
+    without asking the hub."""
+    from pathlib import Path
+
+    from musicgen_lens.toy import TOY_NAME, is_toy_name, toy_model_path
+
+    if is_toy_name(name_or_path):
+        resolved = str(toy_model_path())
+        if Path(TOY_NAME).is_dir():
+            logger.warning(
+                "'toy' is the embedded toy model (%s), not the folder %s in the working directory; "
+                "to load that folder pass './toy'", resolved, str(Path(TOY_NAME).resolve())
+            )
+        logger.info("loading the embedded toy model from %s", resolved)
+        return TOY_NAME, resolved
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"name_or_path must be a hub id, a directory path or None (the embedded toy model), got {type(name_or_path).__name__}"
+        )
+    requested = os.fspath(name_or_path)
+    if not isinstance(requested, str):  # bytes paths
+        raise TypeError(f"name_or_path must be a str or a str path, got {requested!r}")
+    if not requested:
+        raise ValueError('name_or_path is empty; expected "toy", a checkpoint directory or a hub id such as "facebook/musicgen-small"')
+    is_path = not isinstance(name_or_path, str) or _looks_like_path(requested) or os.path.isdir(requested)
+    if not is_path:
+        logger.info("loading %r from the Hugging Face hub (or its local cache)", requested)
+        return requested, requested
+    path = Path(requested).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no such directory: {str(path.absolute())!r} (from {requested!r}); expected a directory written by "
+            'save_pretrained, "toy" for the embedded model, or a hub id such as "facebook/musicgen-small"'
+        )
+    if not path.is_dir():
+        raise NotADirectoryError(
+            f"not a directory: {str(path.absolute())!r} (from {requested!r}); expected the checkpoint directory "
+            "written by save_pretrained (holding config.json), not a file in it"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(path.absolute())!r} (from {requested!r}) has no config.json; expected a directory written by "
+            "save_pretrained (config.json, model.safetensors, tokenizer files)"
+        )
+    resolved = str(path.resolve())
+    logger.info("loading %r from the local directory %s", requested, resolved)
+    return requested, resolved
 
 
 def _chroma_extractor(name_or_path: str | os.PathLike, hf_config: Any) -> "ChromaExtractor":
