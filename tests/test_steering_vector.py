@@ -110,3 +110,56 @@ def test_constructors_recover_planted_directions(model):
         SteeringVector.from_diff_means(pos[:, :8], neg[:, :8], site="resid_post", model=model)
 
 
+
+
+def _payload_offset(path) -> int:
+    """Where the tensor bytes of a safetensors file start (8-byte header length, JSON header)."""
+    with open(path, "rb") as f:
+        return 8 + int.from_bytes(f.read(8), "little")
+
+
+def test_a_bit_flipped_payload_is_refused_and_old_files_still_load(tmp_path, model):
+    sv = SteeringVector(unit(32, 15), site="resid_post", layer=1, concept="violin", weights_hash="0123456789abcdef")
+    path = tmp_path / "v.safetensors"
+    sv.save(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        assert len(f.metadata()["checksum"]) == 64  # sha256 of the payload, next to the provenance
+    data = bytearray(path.read_bytes())
+    start = _payload_offset(path)
+    assert len(data) - start == 32 * 4
+    for i, bit in [(start, 0x01), (start + 77, 0x80), (len(data) - 1, 0x10)]:  # a mantissa bit, a sign bit, the last byte
+        flipped = bytearray(data)
+        flipped[i] ^= bit
+        bad = tmp_path / f"flipped{i}.safetensors"
+        bad.write_bytes(bytes(flipped))
+        with pytest.raises(ValueError, match="do not match the checksum"):
+            SteeringVector.load(bad)
+    back = SteeringVector.load(path)  # the intact file loads, weights hash included
+    assert torch.equal(back.vector, sv.vector) and back.weights_hash == "0123456789abcdef"
+    # a file written before checksums and weights hashes (no "checksum", no "weights_hash") still loads
+    import json
+
+    from safetensors.torch import save_file
+
+    old_prov = {k: v for k, v in sv.provenance().items() if k != "weights_hash"}
+    old_prov["site"] = "z"  # and the old site spellings resolve
+    save_file({"vector": unit(8, 15)}, tmp_path / "old.safetensors",
+              metadata={"format": "musicgen_lens.SteeringVector/1", "provenance": json.dumps(old_prov)})
+    old = SteeringVector.load(tmp_path / "old.safetensors")
+    assert old.weights_hash is None and old.site == "attn.z" and old.concept == "violin"
+
+
+def test_weights_hash_recorded_and_vectors_from_different_weights_do_not_combine(model):
+    from musicgen_lens.provenance import weights_fingerprint
+
+    acts = torch.randn(20, 32, generator=torch.Generator().manual_seed(0))
+    dm = SteeringVector.from_diff_means(acts[:10], acts[10:], site="resid_post", layer=1, model=model)
+    assert dm.weights_hash == weights_fingerprint(model) and dm.provenance()["weights_hash"] == dm.weights_hash
+    assert SteeringVector.from_diff_means(acts[:10], acts[10:]).weights_hash is None  # no model, nothing recorded
+    a = SteeringVector(torch.ones(2), model_hash="h", weights_hash="w1", concept="a")
+    assert (a + SteeringVector(torch.ones(2), model_hash="h", weights_hash="w1")).weights_hash == "w1"
+    assert (a + SteeringVector(torch.ones(2), model_hash="h")).weights_hash == "w1"  # an old vector has none
+    with pytest.raises(ValueError, match="different trained weights: weights_hash 'w1'"):
+        a + SteeringVector(torch.ones(2), model_hash="h", weights_hash="w2")

@@ -230,8 +230,8 @@ class Intervention:
         if not _is_int(layer) or not 0 <= layer < cfg.n_layers:
             raise ValueError(f"layer {layer!r} out of range: the model has {cfg.n_layers} layers (0..{cfg.n_layers - 1})")
         if not s.available(cfg):
-            kind = "MusicGen-melody (no cross-attention: text and chroma are prepended)" if cfg.is_melody else "text-to-music MusicGen"
-            raise ValueError(f"site {s.name!r} ({s.hook_name(layer)}) does not exist on a {kind} model; steer e.g. 'resid_post' or 'attn.z'")
+            kind = "MusicGen-melody model (no cross-attention: text and chroma are prepended)" if cfg.is_melody else "text-to-music MusicGen model"
+            raise ValueError(f"site {s.name!r} ({s.hook_name(layer)}) does not exist on a {kind}; steer e.g. 'resid_post' or 'attn.z'")
         if s.opt_in and not getattr(cfg, s.opt_in):
             raise ValueError(f"site {s.name!r} ({s.hook_name(layer)}) only runs with model.cfg.{s.opt_in} = True; set it (costs memory) or steer 'attn.z'")
         heads = self.heads
