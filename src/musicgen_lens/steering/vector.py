@@ -66,6 +66,14 @@ def _flatten_acts(name: str, acts: Any) -> torch.Tensor:
     return acts
 
 
+def _flatten_pair(acts_pos: Any, acts_neg: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive and negative activations as [n, d] rows of one width, on the positives' device."""
+    pos, neg = _flatten_acts("acts_pos", acts_pos), _flatten_acts("acts_neg", acts_neg)
+    if pos.shape[-1] != neg.shape[-1]:
+        raise ValueError(f"acts_pos and acts_neg must have the same width, got {pos.shape[-1]} and {neg.shape[-1]}")
+    return pos, neg.to(pos.device)
+
+
 def steerable_site(name: str) -> tuple[Site, int | None]:
     """A site name, alias or full hook name -> (registry Site, layer or None); ValueError unless
     the site is steerable (`Site.is_vector`: a feature vector at each decoder position)."""
@@ -360,10 +368,8 @@ class SteeringVector:
         metadata: dict[str, Any] | None = None,
     ) -> "SteeringVector":
         """mean(acts_pos) − mean(acts_neg), means over all leading dims (not normalised unless asked)."""
-        pos, neg = _flatten_acts("acts_pos", acts_pos), _flatten_acts("acts_neg", acts_neg)
-        if pos.shape[-1] != neg.shape[-1]:
-            raise ValueError(f"acts_pos and acts_neg must have the same width, got {pos.shape[-1]} and {neg.shape[-1]}")
-        v = pos.double().mean(0) - neg.to(pos.device).double().mean(0)
+        pos, neg = _flatten_pair(acts_pos, acts_neg)
+        v = pos.double().mean(0) - neg.double().mean(0)
         meta = {"n_pos": pos.shape[0], "n_neg": neg.shape[0], **(metadata or {})}
         out = cls._made(v.to(pos.dtype), "diff_means", model, model_hash, site=site, layer=layer, head=head, concept=concept, metadata=meta)
         return out.normalized() if normalize else out
@@ -430,10 +436,7 @@ class SteeringVector:
         (mean(pos) − mean(neg))·v >= 0. metadata["explained_variance_ratio"] records the
         fraction of the (uncentred / centred) second moment along it.
         """
-        pos, neg = _flatten_acts("acts_pos", acts_pos).double(), _flatten_acts("acts_neg", acts_neg).double()
-        neg = neg.to(pos.device)
-        if pos.shape[-1] != neg.shape[-1]:
-            raise ValueError(f"acts_pos and acts_neg must have the same width, got {pos.shape[-1]} and {neg.shape[-1]}")
+        pos, neg = (x.double() for x in _flatten_pair(acts_pos, acts_neg))
         if paired:
             if pos.shape != neg.shape:
                 raise ValueError(
