@@ -64,7 +64,8 @@ def test_steer_cli(checkpoint_dir, tmp_path, model):
     vec.save(tmp_path / "v.safetensors")
     out, orig = tmp_path / "steered.wav", tmp_path / "orig.wav"
     argv = ["steer", "rock", "--vector", str(tmp_path / "v.safetensors"), "--alpha", "2", "--start", "0.1", "--duration", "0.3",
-            "--model", checkpoint_dir("base"), "--out", str(out), "--original", str(orig), "--seed", "0", "--device", "cpu"]
+            "--model", checkpoint_dir("base"), "--out", str(out), "--original", str(orig), "--seed", "0", "--device", "cpu",
+            "--every", "5", "--count", "calls"]
     assert main(argv) == 0
     a, b = sf.read(out)[0], sf.read(orig)[0]
     assert a.shape == b.shape == (15 * 160,)
