@@ -56,3 +56,25 @@ def assert_cached_steps_equal_full_forward(model: HookedMusicGen, cond, frames: 
     for start, length, logits in steps:
         torch.testing.assert_close(logits[:, :, -1], full[:, :, start + length - 1], atol=1e-4, rtol=0)
     return [start for start, _, _ in steps]
+
+
+def hf_generate_codes(hf, model, texts, n_frames, **kwargs):
+    """Codes from Hugging Face's generate, captured where it hands them to EnCodec (texts may be
+    None when the inputs come in kwargs)."""
+    captured = []
+    original = hf.audio_encoder.decode
+
+    def spy(codes, *args, **kw):
+        captured.append(codes[0])
+        return original(codes, *args, **kw)
+
+    hf.audio_encoder.decode = spy
+    try:
+        max_delay = model.pattern.max_delay
+        inputs = model.tokenize(texts) if texts is not None else {}
+        hf.generate(**inputs, max_new_tokens=n_frames + max_delay, **kwargs)
+    finally:
+        hf.audio_encoder.decode = original
+    if len(captured) == 1:
+        return captured[0]
+    return torch.stack(captured, dim=2).flatten(1, 2)  # stereo: [L0, R0, L1, R1, ...]

@@ -9,29 +9,7 @@ from transformers import MusicgenForConditionalGeneration
 
 from musicgen_lens.generation import apply_delay_pattern, delays, filter_logits, revert_delay_pattern, sample_next
 
-from helpers import PROMPTS, assert_cached_steps_equal_full_forward
-
-
-def hf_generate_codes(hf, model, texts, n_frames, **kwargs):
-    """Codes from Hugging Face's generate, captured where it hands them to EnCodec (texts may be
-    None when the inputs come in kwargs)."""
-    captured = []
-    original = hf.audio_encoder.decode
-
-    def spy(codes, *args, **kw):
-        captured.append(codes[0])
-        return original(codes, *args, **kw)
-
-    hf.audio_encoder.decode = spy
-    try:
-        max_delay = delays(model.cfg.n_codebooks, model.cfg.audio_channels)[-1]
-        inputs = model.tokenize(texts) if texts is not None else {}
-        hf.generate(**inputs, max_new_tokens=n_frames + max_delay, **kwargs)
-    finally:
-        hf.audio_encoder.decode = original
-    if len(captured) == 1:
-        return captured[0]
-    return torch.stack(captured, dim=2).flatten(1, 2)  # stereo: [L0, R0, L1, R1, ...]
+from helpers import PROMPTS, assert_cached_steps_equal_full_forward, hf_generate_codes
 
 
 @pytest.mark.parametrize("name", ["base", "stereo", "relu_odd_heads"])

@@ -29,8 +29,7 @@ from musicgen_lens.loading import convert_hf_decoder, to_hf_decoder
 from musicgen_lens.steering import Intervention
 from musicgen_lens.tiny import tiny_hf_config
 
-from test_generation import hf_generate_codes
-from helpers import MELODY_SR, PROMPTS, assert_cached_steps_equal_full_forward, random_codes
+from helpers import MELODY_SR, PROMPTS, assert_cached_steps_equal_full_forward, hf_generate_codes, random_codes
 
 SR = MELODY_SR
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from musicgen_lens.cli import main
-from musicgen_lens.recipes import add_accompaniment, default_layer, genre_fusion, timbre_transfer
+from musicgen_lens.recipes import add_accompaniment, default_layer, genre_fusion, genre_transfer, timbre_transfer
 from musicgen_lens.steering import SteeringVector
 
 
@@ -35,12 +35,37 @@ def test_accompaniment_and_fusion_run(model):
     assert default_layer(model) == 1
 
 
+def test_genre_chain_continues_the_steered_generation(model):
+    calls = []
+    generate = model.generate
+
+    def spy(*args, **kwargs):  # record what each generation continues
+        calls.append(kwargs.get("audio_prompt_codes"))
+        return generate(*args, **kwargs)
+
+    model.generate = spy
+    try:
+        first, second = genre_transfer(model, ("classical", "electronic", "rock"), n_clips=4, clip_seconds=0.5, layer=1, alpha=0.9, duration=0.3, plot=False)
+    finally:
+        del model.generate
+    n = int(0.3 * model.frame_rate)
+    assert [c is None for c in calls] == [True, True, False, False]  # step 1 from the prompt, step 2 from step 1
+    assert torch.equal(calls[2][0], first.codes_steered) and torch.equal(calls[3][0], first.codes_steered)
+    # step 2's input is step 1's steered output, kept verbatim; it is steered towards rock from there on
+    assert (first.interventions[0].vector.concept, second.interventions[0].vector.concept) == ("electronic", "rock")
+    assert second.codes_original.shape == second.codes_steered.shape == (model.cfg.n_codebooks, 2 * n)
+    assert torch.equal(second.codes_original[:, :n], first.codes_steered) and torch.equal(second.codes_steered[:, :n], first.codes_steered)
+    assert second.interventions[0].start == n / model.frame_rate and first.interventions[0].start is None
+    assert not torch.equal(second.codes_original, second.codes_steered)
+
+
 def test_steer_cli(checkpoint_dir, tmp_path, model):
     vec = SteeringVector(torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0)), site="resid_post", layer=1, concept="x", model_hash=model.cfg.hash())
     vec.save(tmp_path / "v.safetensors")
     out, orig = tmp_path / "steered.wav", tmp_path / "orig.wav"
     argv = ["steer", "rock", "--vector", str(tmp_path / "v.safetensors"), "--alpha", "2", "--start", "0.1", "--duration", "0.3",
-            "--model", checkpoint_dir("base"), "--out", str(out), "--original", str(orig), "--seed", "0", "--device", "cpu"]
+            "--model", checkpoint_dir("base"), "--out", str(out), "--original", str(orig), "--seed", "0", "--device", "cpu",
+            "--every", "5", "--count", "calls"]
     assert main(argv) == 0
     a, b = sf.read(out)[0], sf.read(orig)[0]
     assert a.shape == b.shape == (15 * 160,)

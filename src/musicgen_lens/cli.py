@@ -158,7 +158,7 @@ def _steer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     model = _load_model(parser, args)
     intervention = Intervention(
         vector, site=args.site or vector.site, layer=args.layer if args.layer is not None else vector.layer,
-        alpha=args.alpha, mode=args.mode, start=args.start, end=args.end, every=args.every, branch=args.branch,
+        alpha=args.alpha, mode=args.mode, start=args.start, end=args.end, every=args.every, count=args.count, branch=args.branch,
     )
     kwargs = dict(
         duration=args.duration, guidance_scale=args.guidance_scale, top_k=args.top_k, seed=args.seed,
@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--mode", default="norm_relative", choices=["add", "norm_relative", "clamp", "ablate"])
     steer.add_argument("--start", type=_seconds, default=None, help="second at which steering starts")
     steer.add_argument("--end", type=_seconds, default=None)
-    steer.add_argument("--every", type=_every, default=None, help="fire every N generation steps")
+    steer.add_argument("--every", type=_every, default=None, help="fire every N generation steps (or calls, see --count)")
+    steer.add_argument("--count", default="steps", choices=["steps", "calls"],
+                       help="what --every counts: generation steps, or the authors' Hugging Face forward calls (25 -> steps 23, 48, ...)")
     steer.add_argument("--branch", default="cond", choices=["cond", "uncond", "both"])
     steer.add_argument("--original", default=None, help="also write the unsteered audio here")
     steer.set_defaults(func=_steer, subparser=steer)

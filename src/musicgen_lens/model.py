@@ -549,11 +549,18 @@ class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
 
     # ------------------------------------------------------------------ steering and generation
     def steer(self, interventions: Any, **kwargs: Any) -> Any:
-        """Context manager: the interventions' hooks are active inside, removed on exit (even on error).
+        """Deprecated: use `musicgen_lens.steering.steer(model, interventions)` (forward passes) or
+        `model.generate(..., steering=interventions)`. Same context manager, one release more."""
+        import warnings
 
-        See `musicgen_lens.steering.steer`."""
         from musicgen_lens.steering import steer
 
+        warnings.warn(
+            "model.steer(...) is deprecated; use `with musicgen_lens.steering.steer(model, interventions):` for forward "
+            "passes, or model.generate(..., steering=interventions) for generation",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return steer(self, interventions, **kwargs)
 
     def generate(self, texts: Sequence[str] | None = None, **kwargs: Any) -> torch.Tensor:

@@ -21,9 +21,9 @@ import torch
 
 from musicgen_lens.activations import Item, cache_activations
 from musicgen_lens.data.synth import ClipSpec, describe, render_clip
-from musicgen_lens.generation import apply_delay_pattern
+from musicgen_lens.hooks import hook_name
 from musicgen_lens.probes import LinearProbe
-from musicgen_lens.steering import Intervention, SteeringVector, hook_name
+from musicgen_lens.steering import Intervention, SteeringVector
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -128,11 +128,12 @@ def concept_vector(
 
 def score_over_time(model: "HookedMusicGen", codes: torch.Tensor, prompt: str, concept: ConceptVector) -> np.ndarray:
     """The probe's score at every frame of generated codes (teacher-forced, conditional branch)."""
-    seq = apply_delay_pattern(codes[None].to(model.device), model.cfg.pad_token_id, model.cfg.audio_channels)
+    pattern = model.pattern
+    seq = pattern.apply(codes[None].to(model.device), model.cfg.pad_token_id)
     with torch.no_grad():
         _, cache = model.run_with_cache(seq, [prompt], names_filter=[concept.hook], return_cache_object=False)
-    d = model.ctx.max_delay
-    acts = cache[concept.hook][0, d : d + codes.shape[-1]].float().cpu().numpy()
+    p0 = pattern.position_of(0)  # frame f is first written at position p0 + f
+    acts = cache[concept.hook][0, p0 : p0 + codes.shape[-1]].float().cpu().numpy()
     return concept.probe.decision_function(acts).ravel()
 
 
@@ -168,7 +169,7 @@ def steer_and_compare(
         steered=audio[1],
         codes_original=codes.cpu(),
         codes_steered=steered_codes.cpu(),
-        seconds=np.arange(codes.shape[-1]) / model.frame_rate,
+        seconds=np.arange(codes.shape[-1]) / model.pattern.frame_rate,
         score_original=score_over_time(model, codes, prompt, concept),
         score_steered=score_over_time(model, steered_codes, prompt, concept),
         interventions=interventions,
@@ -234,13 +235,24 @@ def genre_transfer(
     n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
     duration: float = 5.0, seed: int = 0, **kw: Any,
 ) -> list[SteeringResult]:
-    """Classical -> electronic -> rock: one result per step of the chain, each steering away from styles[0]."""
+    """Classical -> electronic -> rock, chained: one result per step, each step continuing the last.
+
+    Step 1 generates `duration` seconds of the styles[0] prompt steered towards styles[1]. Step i
+    continues the *steered* codes of step i-1 (they are its audio prompt, kept verbatim) for
+    another `duration` seconds, steered towards styles[i] from where the prompt ends; its
+    `original` is the same continuation unsteered. Each concept is styles[i] clips vs styles[0]
+    clips (same instrument). The last result holds the whole chain.
+    """
     base = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=styles[0])
     prompt = f"{styles[0]} {instrument} melody"
-    results = []
+    results: list[SteeringResult] = []
     for i, style in enumerate(styles[1:], start=1):
         concept = concept_vector(model, _specs(model, n_clips, seed + i, clip_seconds, instrument=instrument, style=style), base, layer=layer, concept=style)
-        results.append(steer_and_compare(model, prompt, concept, alpha=alpha, duration=duration, seed=seed, **kw))
+        chain: dict[str, Any] = {}
+        if results:  # continue the steered audio of the previous step, steering from its end
+            previous = results[-1].codes_steered
+            chain = {"audio_prompt_codes": previous[None], "start": previous.shape[-1] / model.pattern.frame_rate}
+        results.append(steer_and_compare(model, prompt, concept, alpha=alpha, duration=duration, seed=seed, **chain, **kw))
     return results
 
 
