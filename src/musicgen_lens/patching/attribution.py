@@ -15,8 +15,9 @@ import torch
 from jaxtyping import Int
 
 from musicgen_lens.conditioning import Conditioning
-from musicgen_lens.patching.engine import Direction, Setup, baseline_runs, make_result, make_setup, result_dtype, run_cells, source_cells
-from musicgen_lens.patching.grid import CONDITIONING, Grid, build_grid, patch_site_of
+from musicgen_lens.patching.engine import Setup, baseline_runs, make_result, make_setup, result_dtype, run_cells, source_cells
+from musicgen_lens.patching.grid import Grid, build_grid, fit_selection
+from musicgen_lens.patching.options import RunOptions, Selection, takes_options
 from musicgen_lens.patching.metrics import eval_metric, metric_hook
 from musicgen_lens.patching.results import PatchResult
 
@@ -72,6 +73,7 @@ def _attribution_values(setup: Setup, grids: Sequence[Grid], metric: Callable) -
     return out, clean_metric, corrupted_metric
 
 
+@takes_options(exclude=("chunk_size", "progress"))
 def attribution_patch(
     model: "HookedMusicGen",
     clean_codes: Int[torch.Tensor, "batch k pos"],
@@ -79,14 +81,8 @@ def attribution_patch(
     metric: Callable,
     sites: str | Sequence[str] = ("resid_pre",),
     *,
-    clean_cond: Any = None,
-    corrupted_cond: Any = None,
-    layers: Any = None,
-    positions: Any = None,
-    windows: Any = None,
-    per_position: bool | None = None,
-    direction: Direction = "denoise",
-    normalize: bool = False,
+    run: RunOptions,
+    sel: Selection,
 ) -> "dict[str, PatchResult] | PatchResult":
     """Attribution patching: one forward and one backward pass estimate every cell's patching effect.
 
@@ -96,28 +92,20 @@ def attribution_patch(
     those of :func:`patch_site` for the same site (e.g. "resid_pre": ("layer", "pos"),
     "attn.z": ("layer", "head"), "cross_attn.pattern", "codebook_embed", "cond").
     Values are estimated *changes* of the metric (``quantity="change"``; ``.normalized()`` works).
-    One site (a str) returns a PatchResult, a list returns {site: PatchResult}.
+    One site (a str) returns a PatchResult, a list returns {site: PatchResult}. Options: those of
+    :func:`generic_patch` but chunk_size/progress; each site takes the selections it has an axis for.
     """
     single = isinstance(sites, str)
     site_list = [sites] if single else list(sites)
     if not site_list:
         raise ValueError("sites is empty")
-    setup = make_setup(model, clean_codes, corrupted_codes, clean_cond, corrupted_cond, direction, metric)
-    grids = []
-    for site in site_list:
-        s = patch_site_of(site, model.cfg) if site != CONDITIONING else None
-        timed = s is not None and s.positions in ("decoder", "codes")  # positions/windows: code positions
-        grids.append(
-            build_grid(
-                setup, site, layers=layers if s is not None and s.per_layer else None, positions=positions if timed else None,
-                windows=windows if timed else None, per_position=per_position,
-            )
-        )
+    setup = make_setup(model, clean_codes, corrupted_codes, run, metric)
+    grids = [build_grid(setup, site, fit_selection(sel, site, model.cfg)) for site in site_list]
     values, clean_metric, corrupted_metric = _attribution_values(setup, grids, metric)
     results = {}
     for site, grid, v in zip(site_list, grids, values):
         metrics = (clean_metric, corrupted_metric)
-        results[site] = make_result(setup, v, grid.axes, grid.labels, metrics, metric, f"{grid.site} (attribution)", quantity="change", normalize=normalize)
+        results[site] = make_result(setup, v, grid.axes, grid.labels, metrics, metric, f"{grid.site} (attribution)", quantity="change", normalize=run.normalize)
     return results[site_list[0]] if single else results
 
 
@@ -140,6 +128,7 @@ class AttributionCheck:
         return self.correlation
 
 
+@takes_options(exclude=("normalize",), progress=False)
 def check_attribution(
     model: "HookedMusicGen",
     clean_codes: Int[torch.Tensor, "batch k pos"],
@@ -147,17 +136,10 @@ def check_attribution(
     metric: Callable,
     site: str = "resid_pre",
     *,
-    clean_cond: Any = None,
-    corrupted_cond: Any = None,
     n_samples: int = 32,
     seed: int = 0,
-    layers: Any = None,
-    positions: Any = None,
-    windows: Any = None,
-    per_position: bool | None = None,
-    direction: Direction = "denoise",
-    chunk_size: int = 8,
-    progress: bool = False,
+    run: RunOptions,
+    sel: Selection,
 ) -> AttributionCheck:
     """Compare attribution patching with real patching on ``n_samples`` random cells of ``site``.
 
@@ -165,8 +147,8 @@ def check_attribution(
     """
     if not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(f"n_samples must be an int >= 2, got {n_samples!r}")
-    setup = make_setup(model, clean_codes, corrupted_codes, clean_cond, corrupted_cond, direction, metric)
-    grid = build_grid(setup, site, layers=layers, positions=positions, windows=windows, per_position=per_position)
+    setup = make_setup(model, clean_codes, corrupted_codes, run, metric)
+    grid = build_grid(setup, site, sel)
     (attr,), _, _ = _attribution_values(setup, [grid], metric)
     n_cells = len(grid.cells)
     gen = torch.Generator().manual_seed(seed)
@@ -176,7 +158,7 @@ def check_attribution(
     cells = source_cells(setup, grid, src_cache, chosen)
     codes, cond = setup.target
     with torch.no_grad():
-        patched, _ = run_cells(model, codes, cond, cells, metric, chunk_size=chunk_size, progress=progress, desc="checking attribution")
+        patched, _ = run_cells(model, codes, cond, cells, metric, chunk_size=run.chunk_size, progress=run.progress, desc="checking attribution")
     actual = torch.tensor(patched, dtype=torch.float64) - target_metric
     estimate = attr.reshape(-1)[chosen].double()
     if len(chosen) >= 2 and actual.std() > 0 and estimate.std() > 0:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from musicgen_lens.conditioning import Conditioning
 from musicgen_lens.patching.grid import ALL, RESID_SITES, Grid, build_grid, patch_site_of
 from musicgen_lens.patching.metrics import eval_metric, metric_hook, metric_name
+from musicgen_lens.patching.options import RunOptions, Selection, takes_options
 from musicgen_lens.patching.results import PatchResult
 
 if TYPE_CHECKING:
@@ -32,9 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["generic_patch", "Setup", "make_setup", "Op", "RunCell", "run_cells", "baseline_runs", "source_cells"]
 
-Direction = Literal["denoise", "noise"]
 Backend = Literal["batched", "transformer_lens"]
-_DIRECTIONS = ("denoise", "noise")
 # sweeps that accept only some sites: name -> (sites, hint)
 _SWEEP_SITES = {"patch_resid": (RESID_SITES, "heads: patch_heads"), "patch_codebooks": (("codebook_embed",), "")}
 
@@ -96,14 +95,12 @@ def _codes(model: "HookedMusicGen", codes: Any, what: str) -> torch.Tensor:
         raise type(e)(f"{what}: {e}") from None
 
 
-def make_setup(model: "HookedMusicGen", clean_codes: Any, corrupted_codes: Any, clean_cond: Any, corrupted_cond: Any, direction: str, metric: Any = None) -> Setup:
+def make_setup(model: "HookedMusicGen", clean_codes: Any, corrupted_codes: Any, run: RunOptions, metric: Any = None) -> Setup:
     """Validate the two runs; conditionings follow ``model.resolve_cond`` and are padded to one text length."""
     if not hasattr(model, "hook_dict") or not hasattr(model, "check_codes"):
         raise TypeError(f"model must be a HookedMusicGen, got {type(model).__name__}")
     if model.training:
         raise RuntimeError("patching needs the model in eval mode (dropout would make every run different): call model.eval()")
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"direction must be 'denoise' (patch clean into corrupted) or 'noise' (corrupted into clean), got {direction!r}")
     if metric is not None and not callable(metric):
         raise TypeError(f"metric must be callable (logits -> scalar), got {type(metric).__name__}")
     clean, corrupted = _codes(model, clean_codes, "clean_codes"), _codes(model, corrupted_codes, "corrupted_codes")
@@ -114,8 +111,8 @@ def make_setup(model: "HookedMusicGen", clean_codes: Any, corrupted_codes: Any, 
         )
     batch = clean.shape[0]
     with torch.no_grad():
-        cc = model.resolve_cond(clean_cond, batch, what="clean_cond")
-        xc = model.resolve_cond(corrupted_cond, batch, what="corrupted_cond")
+        cc = model.resolve_cond(run.clean_cond, batch, what="clean_cond")
+        xc = model.resolve_cond(run.corrupted_cond, batch, what="corrupted_cond")
     widths = (cc.states.shape[1], xc.states.shape[1])
     if model.cfg.is_melody and widths[0] != widths[1]:
         warnings.warn(
@@ -129,7 +126,7 @@ def make_setup(model: "HookedMusicGen", clean_codes: Any, corrupted_codes: Any, 
     n_prefix = model.n_prefix(cc)
     if n_prefix != model.n_prefix(xc):  # cannot happen after padding; the decoder indices depend on it
         raise ValueError(f"clean and corrupted conditionings have prefixes of {n_prefix} and {model.n_prefix(xc)} positions")
-    return Setup(model, clean, corrupted, cc, xc, direction, n_prefix)
+    return Setup(model, clean, corrupted, cc, xc, run.direction, n_prefix)
 
 
 def result_dtype(model: "HookedMusicGen") -> torch.dtype:
@@ -172,8 +169,6 @@ def run_cells(
     then each cell's ops overwrite ``act[index]`` with ``value[index]`` in that cell's rows.
     Returns the metric per cell and, per cell, the (post-patch) activations named in ``capture``.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     b = codes.shape[0]
     mh = metric_hook(metric) if metric is not None else None
     read = set(capture) | ({mh} if mh else set())
@@ -248,14 +243,14 @@ def make_result(setup: Setup, values: Any, axes: tuple, labels: dict, metrics: t
     return result.normalized() if normalize else result
 
 
-def _activation_patch(setup: Setup, grid: Grid, metric: Callable, *, normalize: bool, chunk_size: int, progress: bool) -> PatchResult:
+def _activation_patch(setup: Setup, grid: Grid, metric: Callable, run: RunOptions) -> PatchResult:
     src_cache, _, clean_metric, corrupted_metric = baseline_runs(setup, metric, grid.hooks)
     codes, cond = setup.target
     with torch.no_grad():
         values, _ = run_cells(
-            setup.model, codes, cond, source_cells(setup, grid, src_cache), metric, chunk_size=chunk_size, progress=progress, desc=f"patching {grid.site}"
+            setup.model, codes, cond, source_cells(setup, grid, src_cache), metric, chunk_size=run.chunk_size, progress=run.progress, desc=f"patching {grid.site}"
         )
-    return make_result(setup, values, grid.axes, grid.labels, (clean_metric, corrupted_metric), metric, grid.site, normalize=normalize)
+    return make_result(setup, values, grid.axes, grid.labels, (clean_metric, corrupted_metric), metric, grid.site, normalize=run.normalize)
 
 
 # ============================================================================ TransformerLens backend
@@ -301,6 +296,7 @@ def _tl_patch(setup: Setup, grid: Grid, metric: Callable, *, normalize: bool) ->
 # ============================================================================ the engine
 
 
+@takes_options()
 def generic_patch(
     model: "HookedMusicGen",
     clean_codes: Int[torch.Tensor, "batch k pos"],
@@ -308,48 +304,35 @@ def generic_patch(
     metric: Callable,
     site: str,
     *,
-    clean_cond: Any = None,
-    corrupted_cond: Any = None,
-    layers: Any = None,
-    heads: Any = None,
-    codebooks: Any = None,
-    positions: Any = None,
-    windows: Any = None,
-    per_position: bool | None = None,
-    direction: Direction = "denoise",
-    normalize: bool = False,
-    chunk_size: int = 8,
-    progress: bool = True,
     backend: Backend = "batched",
     sweep: str = "patch_site",
+    run: RunOptions,
+    sel: Selection,
 ) -> PatchResult:
     """Patch every cell of one site (``patch_site``; every named sweep calls this).
 
     ``site``: any decoder site of `musicgen_lens.hooks.SITES` this architecture has (canonical
     name or alias): residual sites (:data:`RESID_SITES`), ``"attn.<act>"`` / ``"cross_attn.<act>"``
     (:data:`HEAD_ACTS`), ``"mlp.post"``, ``"codebook_embed"``, ``"cond"`` (the text),
-    ``"chroma"`` (melody), ... Axes: see `musicgen_lens.patching.grid`. ``per_position`` adds a
-    position axis (default: on for residual sites, off otherwise; implied by ``positions=`` or
-    ``windows=``). ``positions`` are code positions (on melody the decoder sites' index is
-    ``model.n_prefix(cond) + position``); ``windows=[(t0, t1), ...]`` patches together all
-    positions whose time (``model.pattern.seconds_of``) lies in [t0, t1).
+    ``"chroma"`` (melody), ... Axes: see `musicgen_lens.patching.grid`.
 
-    ``clean_cond`` / ``corrupted_cond`` follow ``model.resolve_cond`` (None: the model's default,
-    else the null text) and are padded to a common text length. ``direction="denoise"`` runs
-    the corrupted input and patches in clean activations, ``"noise"`` the reverse.
-    ``normalize=True`` returns ``(patched - corrupted) / (clean - corrupted)``. ``chunk_size``
-    cells run per forward pass. ``backend="transformer_lens"`` calls ``transformer_lens.patching``
-    (residual sites per layer and position, self-attention heads; text models). ``sweep`` names the
-    calling entry point (it restricts the sites ``patch_resid`` and ``patch_codebooks`` accept).
+    Keyword options (`musicgen_lens.patching.options`, declared there once): which cells
+    (`Selection`: ``layers``, ``heads``, ``codebooks``, ``positions`` (code positions; on melody
+    the decoder index is ``model.n_prefix(cond) + position``), ``windows`` in seconds,
+    ``per_position``) and how to run (`RunOptions`: ``clean_cond``, ``corrupted_cond``,
+    ``direction``, ``normalize``, ``chunk_size``, ``progress``). ``backend="transformer_lens"``
+    calls ``transformer_lens.patching`` (residual sites per layer and position, self-attention
+    heads; text models). ``sweep`` names the calling entry point (it restricts the sites
+    ``patch_resid`` and ``patch_codebooks`` accept).
     """
     if backend not in ("batched", "transformer_lens"):
         raise ValueError(f"backend must be 'batched' or 'transformer_lens', got {backend!r}")
-    setup = make_setup(model, clean_codes, corrupted_codes, clean_cond, corrupted_cond, direction, metric)
+    setup = make_setup(model, clean_codes, corrupted_codes, run, metric)
     if sweep in _SWEEP_SITES:
         allowed, hint = _SWEEP_SITES[sweep]
         if patch_site_of(site, model.cfg).name not in allowed:
             raise ValueError(f"{sweep} site must be one of {allowed}, got {site!r}" + (f" ({hint})" if hint else ""))
-    grid = build_grid(setup, site, layers=layers, heads=heads, codebooks=codebooks, positions=positions, windows=windows, per_position=per_position)
+    grid = build_grid(setup, site, sel)
     if backend == "transformer_lens":
-        return _tl_patch(setup, grid, metric, normalize=normalize)
-    return _activation_patch(setup, grid, metric, normalize=normalize, chunk_size=chunk_size, progress=progress)
+        return _tl_patch(setup, grid, metric, normalize=run.normalize)
+    return _activation_patch(setup, grid, metric, run)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from musicgen_lens.hooks import ALIASES, SITES, Site, site as registry_site
+from musicgen_lens.patching.options import Selection
 
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
@@ -221,20 +222,13 @@ def _conditioning_grid(setup: "Setup", selections: dict[str, Any]) -> Grid:
     return Grid("cond", (), {}, [Cell([(h, ()) for h in hooks], swap_mask=True)])
 
 
-def build_grid(
-    setup: "Setup",
-    site: "str | Site",
-    *,
-    layers: Any = None,
-    heads: Any = None,
-    codebooks: Any = None,
-    positions: Any = None,
-    windows: Any = None,
-    per_position: bool | None = None,
-) -> Grid:
+def build_grid(setup: "Setup", site: "str | Site", sel: Selection = Selection()) -> Grid:
     """The cells of `site` (any patchable registry site, or ``"conditioning"``: the whole
-    conditioning swap). ``per_position`` None: per position for residual sites, else not;
-    ``positions=`` / ``windows=`` imply per position."""
+    conditioning swap). ``sel.per_position`` None: per position for residual sites, else not;
+    ``positions`` / ``windows`` imply per position."""
+    layers, heads, codebooks, positions, windows, per_position = (
+        sel.layers, sel.heads, sel.codebooks, sel.positions, sel.windows, sel.per_position
+    )
     model, cfg = setup.model, setup.model.cfg
     if site == CONDITIONING:
         return _conditioning_grid(setup, dict(layers=layers, heads=heads, codebooks=codebooks, positions=positions, windows=windows))
@@ -278,6 +272,22 @@ def build_grid(
             index.pop()
         cells.append(Cell([(fired.hook_name(layer), tuple(index))], swap_mask=s.name == "cond" and not per_position))
     return Grid(s.name, tuple(d[0] for d in dims), {d[0]: d[1] for d in dims}, cells)
+
+
+def fit_selection(sel: Selection, site: "str | Site", cfg: Any) -> Selection:
+    """`sel` without the selections `site` has no axis for (attribution patching's several sites)."""
+    if site == CONDITIONING:
+        return Selection()
+    s = patch_site_of(site, cfg)
+    timed = s.positions in ("decoder", "codes")  # positions/windows are code positions
+    return Selection(
+        sel.layers if s.per_layer else None,
+        sel.heads if s.head_axis is not None else None,
+        sel.codebooks if "n_codebooks" in s.shape else None,
+        sel.positions if timed else None,
+        sel.windows if timed else None,
+        sel.per_position,
+    )
 
 
 def _position_axis(setup: "Setup", s: Site, positions: Any, windows: Any) -> tuple[str, list, int, list]:

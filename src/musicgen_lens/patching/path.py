@@ -14,8 +14,9 @@ import torch
 from jaxtyping import Int
 
 from musicgen_lens.hooks import SITES, hook_name
-from musicgen_lens.patching.engine import Direction, Op, RunCell, baseline_runs, make_result, make_setup, run_cells
+from musicgen_lens.patching.engine import Op, RunCell, baseline_runs, make_result, make_setup, run_cells
 from musicgen_lens.patching.grid import ALL, ATTENTION, RESID_SITES, norm_index, patch_site_of
+from musicgen_lens.patching.options import RunOptions, takes_options
 from musicgen_lens.patching.results import PatchResult
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def _senders(model: "HookedMusicGen", sender: Any) -> tuple[tuple[str, ...], dic
     raise ValueError(f"sender must be a component tuple, a list of them, or 'attn'/'cross_attn'/'mlp'/'codebook_embed'; got {sender!r}")
 
 
+@takes_options(selection=False)
 def path_patch(
     model: "HookedMusicGen",
     clean_codes: Int[torch.Tensor, "batch k pos"],
@@ -116,12 +118,8 @@ def path_patch(
     *,
     sender: Any,
     receivers: Any,
-    clean_cond: Any = None,
-    corrupted_cond: Any = None,
-    direction: Direction = "denoise",
-    normalize: bool = False,
-    chunk_size: int = 8,
-    progress: bool = True,
+    run: RunOptions,
+    sel: Any = None,
 ) -> PatchResult:
     """Path patching: the sender's source value reaches the receivers only (TransformerLens tutorials' algorithm).
 
@@ -142,7 +140,7 @@ def path_patch(
     or receiver (or ``resid_mid_cross``) is refused, naming the architecture. Senders and
     receivers are whole activations (every position, the conditioning prefix included).
     """
-    setup = make_setup(model, clean_codes, corrupted_codes, clean_cond, corrupted_cond, direction, metric)
+    setup = make_setup(model, clean_codes, corrupted_codes, run, metric)
     axes, labels, sender_ops = _senders(model, sender)
     if isinstance(receivers, (tuple, list)) and receivers and isinstance(receivers[0], str):
         receivers = [receivers]
@@ -157,7 +155,7 @@ def path_patch(
     common = [Op(n, (), tgt_cache[n]) for n in frozen]
     step2 = [RunCell([Op(h, idx, src_cache[h]) for h, idx in ops]) for ops in sender_ops]
     with torch.no_grad():
-        _, captured = run_cells(model, codes, cond, step2, None, common=common, capture=recv_hooks, chunk_size=chunk_size, progress=progress, desc="path patching (senders)")
+        _, captured = run_cells(model, codes, cond, step2, None, common=common, capture=recv_hooks, chunk_size=run.chunk_size, progress=run.progress, desc="path patching (senders)")
         step3 = [RunCell([Op(h, idx, cap[h]) for h, idx in recv]) for cap in captured]
-        values, _ = run_cells(model, codes, cond, step3, metric, chunk_size=chunk_size, progress=progress, desc="path patching (receivers)")
-    return make_result(setup, values, axes, labels, (clean_metric, corrupted_metric), metric, "path", normalize=normalize)
+        values, _ = run_cells(model, codes, cond, step3, metric, chunk_size=run.chunk_size, progress=run.progress, desc="path patching (receivers)")
+    return make_result(setup, values, axes, labels, (clean_metric, corrupted_metric), metric, "path", normalize=run.normalize)
