@@ -189,3 +189,20 @@ def test_chroma_site_is_refused_on_text_models(m64):
     clean = random_codes(m64, batch=2, pos=POS, seed=0)
     with pytest.raises(ValueError, match="only on MusicGen-melody"):
         P.patch_site(m64, clean, clean, P.code_logprob(clean), "chroma", **KW)
+
+
+def test_probe_score_reads_the_code_positions(mel64, mdata):
+    clean, corrupted, cond, _ = mdata
+    hook = "blocks.1.hook_resid_post"
+    w = torch.randn(mel64.cfg.d_model, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        _, cache = mel64.run_with_cache(clean, cond, names_filter=[hook])
+    codes_only = cache[hook][:, mel64.n_prefix(cond) :]
+    assert codes_only.shape[1] == POS
+    for positions, expected in ((None, codes_only @ w), ([DIFF], codes_only[:, DIFF] @ w)):
+        metric = P.probe_score(w, hook, positions=positions)
+        r = P.patch_resid(mel64, clean, corrupted, metric, clean_cond=cond, corrupted_cond=cond, per_position=False, **KW)
+        assert r.clean_metric == pytest.approx(float(expected.mean()), abs=1e-9)
+        assert float(r.values[0]) == pytest.approx(float(expected.mean()), abs=1e-9)  # layer 0, all positions: the clean run
+    attr = P.attribution_patch(mel64, clean, corrupted, P.probe_score(w, hook), "resid_pre", clean_cond=cond, corrupted_cond=cond)
+    assert attr.shape == (2, POS)

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Int
 
 from musicgen_lens.conditioning import Conditioning
-from musicgen_lens.patching.engine import Setup, baseline_runs, make_result, make_setup, result_dtype, run_cells, source_cells
+from musicgen_lens.patching.engine import Setup, code_part, baseline_runs, make_result, make_setup, result_dtype, run_cells, source_cells
 from musicgen_lens.patching.grid import Grid, build_grid, fit_selection
 from musicgen_lens.patching.options import RunOptions, Selection, takes_options
 from musicgen_lens.patching.metrics import eval_metric, metric_hook
@@ -52,7 +52,7 @@ def _attribution_values(setup: Setup, grids: Sequence[Grid], metric: Callable) -
         cond = Conditioning(cond.states.clone(), cond.mask.clone(), list(cond.texts), cond.chroma, cond.has_melody)
         hooked = sorted(set(names) | ({mh} if mh else set()))
         logits = model.run_with_hooks(codes, cond, fwd_hooks=[(n, hook_fn) for n in hooked])
-        value = eval_metric(metric, logits, store.get(mh))
+        value = eval_metric(metric, logits, code_part(store.get(mh), mh, setup.n_prefix))
         if not value.requires_grad:
             raise TypeError(
                 "attribution patching needs a differentiable metric of the logits/activations; this one is not "

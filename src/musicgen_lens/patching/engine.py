@@ -23,6 +23,7 @@ from jaxtyping import Int
 from tqdm.auto import tqdm
 
 from musicgen_lens.conditioning import Conditioning
+from musicgen_lens.hooks import parse_hook_name
 from musicgen_lens.patching.grid import ALL, RESID_SITES, Grid, build_grid, patch_site_of
 from musicgen_lens.patching.metrics import eval_metric, metric_hook, metric_name
 from musicgen_lens.patching.options import RunOptions, Selection, takes_options
@@ -31,7 +32,7 @@ from musicgen_lens.patching.results import PatchResult
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
-__all__ = ["generic_patch", "Setup", "make_setup", "Op", "RunCell", "run_cells", "baseline_runs", "source_cells"]
+__all__ = ["generic_patch", "Setup", "make_setup", "code_part", "Op", "RunCell", "run_cells", "baseline_runs", "source_cells"]
 
 Backend = Literal["batched", "transformer_lens"]
 # sweeps that accept only some sites: name -> (sites, hint)
@@ -129,6 +130,17 @@ def make_setup(model: "HookedMusicGen", clean_codes: Any, corrupted_codes: Any, 
     return Setup(model, clean, corrupted, cc, xc, run.direction, n_prefix)
 
 
+def code_part(act: torch.Tensor | None, hook: str | None, n_prefix: int) -> torch.Tensor | None:
+    """What an activation-reading metric sees: a decoder hook's activation at the code positions
+    only (a melody model's first `n_prefix` decoder positions are its conditioning)."""
+    if act is None or not n_prefix:
+        return act
+    site, _ = parse_hook_name(hook)
+    if site.positions != "decoder":
+        return act
+    return act.narrow(site.pos_axis, n_prefix, act.shape[site.pos_axis] - n_prefix)
+
+
 def result_dtype(model: "HookedMusicGen") -> torch.dtype:
     """float32, or float64 for a float64 model."""
     return torch.promote_types(model.cfg.dtype, torch.float32)
@@ -169,7 +181,7 @@ def run_cells(
     then each cell's ops overwrite ``act[index]`` with ``value[index]`` in that cell's rows.
     Returns the metric per cell and, per cell, the (post-patch) activations named in ``capture``.
     """
-    b = codes.shape[0]
+    b, n_prefix = codes.shape[0], model.n_prefix(cond)
     mh = metric_hook(metric) if metric is not None else None
     read = set(capture) | ({mh} if mh else set())
     common_by_hook = {op.hook: op for op in common}
@@ -206,7 +218,7 @@ def run_cells(
             for g in range(n):
                 rows = slice(g * b, (g + 1) * b)
                 if metric is not None:
-                    values.append(float(eval_metric(metric, logits[rows], store[mh][rows] if mh else None)))
+                    values.append(float(eval_metric(metric, logits[rows], code_part(store[mh][rows], mh, n_prefix) if mh else None)))
                 if capture:
                     captured.append({name: store[name][rows].clone() for name in capture})
             bar.update(n)
@@ -223,7 +235,7 @@ def baseline_runs(setup: Setup, metric: Callable, source_hooks: Sequence[str], t
         for (codes, cond), hooks in ((setup.source, source_hooks), (setup.target, target_hooks)):
             names = sorted(set(hooks) | ({mh} if mh else set()))
             logits, cache = setup.model.run_with_cache(codes, cond, names_filter=names, return_cache_object=False)
-            out.append((cache, float(eval_metric(metric, logits, cache.get(mh) if mh else None))))
+            out.append((cache, float(eval_metric(metric, logits, code_part(cache.get(mh), mh, setup.n_prefix)))))
     (src_cache, src_metric), (tgt_cache, tgt_metric) = out
     clean_metric, corrupted_metric = (src_metric, tgt_metric) if setup.denoise else (tgt_metric, src_metric)
     return src_cache, tgt_cache, clean_metric, corrupted_metric

@@ -225,6 +225,8 @@ def probe_score(probe: Any, hook_name: str, *, pool: Literal["none", "mean", "la
     it works with :func:`attribution_patch`). Rows are every (batch, position) (``pool="none"``),
     the mean over positions or the last position per batch item; trailing dims are flattened
     (e.g. ``hook_z``: head x d_head). ``output`` picks a column of a multi-output probe.
+    On a MusicGen-melody model it reads the code positions only (the conditioning prefix of the
+    decoder's hooks is dropped), so ``positions`` are code positions there too.
     """
     return ProbeScore(probe, hook_name, pool, positions, output)
 
