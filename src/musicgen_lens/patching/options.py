@@ -89,7 +89,7 @@ def takes_options(*, selection: bool = True, exclude: tuple[str, ...] = (), **de
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             unknown = [k for k in kwargs if k not in run_names | sel_names | own_names]
             if unknown:
-                known = sorted(run_names | sel_names | own_names)
+                known = sorted(run_names | sel_names | {p.name for p in own_params if p.kind == p.KEYWORD_ONLY})
                 close = {k: difflib.get_close_matches(k, known, n=2) for k in unknown}
                 hint = "; ".join(f"{k!r} (did you mean {c}?)" if c else repr(k) for k, c in close.items())
                 raise TypeError(f"{fn.__name__}() got unexpected keyword arguments: {hint}. Options: {known}")
