@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -214,8 +214,8 @@ class Grid:
         return list(itertools.product(*(self.labels[a] for a in self.axes)))
 
 
-def _conditioning_grid(setup: "Setup", selections: dict[str, Any]) -> Grid:
-    given = [k for k, v in selections.items() if v is not None]
+def _conditioning_grid(setup: "Setup", sel: Selection) -> Grid:
+    given = [f.name for f in fields(sel) if f.name != "per_position" and getattr(sel, f.name) is not None]
     if given:
         raise ValueError(f"the whole conditioning has no {'/'.join(given)} to select")
     hooks = ["hook_cond"] + (["hook_chroma"] if setup.model.cfg.is_melody else [])
@@ -226,17 +226,14 @@ def build_grid(setup: "Setup", site: "str | Site", sel: Selection = Selection())
     """The cells of `site` (any patchable registry site, or ``"conditioning"``: the whole
     conditioning swap). ``sel.per_position`` None: per position for residual sites, else not;
     ``positions`` / ``windows`` imply per position."""
-    layers, heads, codebooks, positions, windows, per_position = (
-        sel.layers, sel.heads, sel.codebooks, sel.positions, sel.windows, sel.per_position
-    )
-    model, cfg = setup.model, setup.model.cfg
+    cfg = setup.model.cfg
     if site == CONDITIONING:
-        return _conditioning_grid(setup, dict(layers=layers, heads=heads, codebooks=codebooks, positions=positions, windows=windows))
+        return _conditioning_grid(setup, sel)
+    layers, heads, codebooks, positions, windows = sel.layers, sel.heads, sel.codebooks, sel.positions, sel.windows
     s = patch_site_of(site, cfg)
     fired = _fired(s, cfg)
-    if per_position is None:
-        per_position = s.name in RESID_SITES
-    per_position = bool(per_position) or positions is not None or windows is not None
+    per_position = s.name in RESID_SITES if sel.per_position is None else bool(sel.per_position)
+    per_position = per_position or positions is not None or windows is not None
     cb_axis = s.shape.index("n_codebooks") if "n_codebooks" in s.shape else None
     for what, value, has in (("layers", layers, s.per_layer), ("heads", heads, s.head_axis is not None), ("codebooks", codebooks, cb_axis is not None)):
         if value is not None and not has:
