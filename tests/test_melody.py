@@ -416,3 +416,14 @@ def test_cli_generate_with_melody(checkpoint_dir, tmp_path, capsys):
     with pytest.raises(SystemExit, match="needs a MusicGen-melody checkpoint"):
         main(["generate", "rock", "--melody", str(melody), "--model", checkpoint_dir("base"), "--duration", "0.1",
               "--out", str(tmp_path / "x.wav"), "--device", "cpu"])
+
+
+def test_transformer_lens_decompositions_refuse_melody_clearly(mel):
+    codes = torch.randint(0, mel.cfg.d_vocab, (1, mel.cfg.n_codebooks, 5))
+    _, cache = mel.run_with_cache(codes, ["rock"])
+    for what in ("decompose_resid", "get_full_resid_decomposition"):
+        with pytest.raises(NotImplementedError, match="resid_decomposition"):
+            getattr(cache, what)()
+    with pytest.warns(UserWarning, match="musicgen_lens.patching"):
+        with mel.conditioning(mel.condition(["rock"])):
+            pass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Literal, Sequence
 
@@ -250,7 +251,18 @@ class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
 
     @contextmanager
     def conditioning(self, cond: Conditioning) -> Iterator["HookedMusicGen"]:
-        """Default conditioning for calls that pass only codes (e.g. `transformer_lens.patching`)."""
+        """Default conditioning for calls that pass only codes (e.g. `transformer_lens.patching`).
+
+        On a melody model this warns: TransformerLens's patching indexes positions 0..pos-1 of
+        every hook, which there are the chroma + text prefix, not the codes; use
+        `musicgen_lens.patching`, which knows the prefix.
+        """
+        if self.cfg.is_melody:
+            warnings.warn(
+                "model.conditioning() on a MusicGen-melody model: transformer_lens.patching would patch the conditioning "
+                "prefix positions instead of the codes; use musicgen_lens.patching (positions are code positions there)",
+                stacklevel=3,
+            )
         previous, self._default_cond = self._default_cond, cond
         try:
             yield self

@@ -17,7 +17,33 @@ from transformer_lens import ActivationCache
 
 from musicgen_lens.hooks import parse_hook_name
 
-__all__ = ["HooksMixin"]
+__all__ = ["HooksMixin", "MusicGenActivationCache"]
+
+
+class MusicGenActivationCache(ActivationCache):
+    """TransformerLens's ActivationCache, refusing the decompositions that are wrong for MusicGen-melody.
+
+    On a melody model `hook_embed` covers the codes while the residual stream covers the
+    prepended chroma + text too, so TL's `decompose_resid` / `get_full_resid_decomposition`
+    cannot line up (they crashed with a stacking error); they now say so and point to
+    `musicgen_lens.decomposition.resid_decomposition`, which includes the prefix.
+    """
+
+    def _refuse_on_melody(self, what: str) -> None:
+        if getattr(self.model.cfg, "is_melody", False):
+            raise NotImplementedError(
+                f"ActivationCache.{what} does not fit MusicGen-melody: its residual stream starts with the chroma + text "
+                "prefix, which hook_embed does not cover. Use musicgen_lens.decomposition.resid_decomposition(cache), "
+                "which includes the prefix and sums to the residual stream exactly."
+            )
+
+    def decompose_resid(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_on_melody("decompose_resid")
+        return super().decompose_resid(*args, **kwargs)
+
+    def get_full_resid_decomposition(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse_on_melody("get_full_resid_decomposition")
+        return super().get_full_resid_decomposition(*args, **kwargs)
 
 
 class HooksMixin:
@@ -102,5 +128,5 @@ class HooksMixin:
                 self._check_hook_name(name)
         out, cache = super().run_with_cache(*model_args, names_filter=names_filter, remove_batch_dim=remove_batch_dim, **kwargs)
         if return_cache_object:
-            return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+            return out, MusicGenActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
         return out, cache
