@@ -279,3 +279,26 @@ def test_judge_cache_round_trip_is_bit_identical_and_a_tampered_file_is_rebuilt(
     # another key (e.g. another model's weights) never reads this file
     with pytest.raises(ValueError, match="another judge"):
         ev.load_judge(st.stem, ev.judge_key(kind="clean", concept="instrument", n=28, seed=3)[1])
+
+
+def test_eval_steering_and_eval_prompts_report_quality_and_verdicts(model, monkeypatch):
+    import musicgen_lens.eval as ev
+    from musicgen_lens.recipes import timbre_concept
+
+    judges = {c: ev.clean_classifier(c, n=28, seed=1, cache=False) for c in ("instrument", "style")}
+    monkeypatch.setattr(ev, "clean_classifier", lambda concept="instrument": judges[concept])
+    monkeypatch.setattr(ev, "codec_classifier", lambda model, concept="instrument": judges[concept])
+    concept = timbre_concept(model, "trumpet", "violin", n_clips=3, clip_seconds=0.5, method="diff_means")
+    (r,) = ev.eval_steering(model, n=2, alphas=(1.0,), duration=1.0, start=0.5, concept=concept, n_reference=4)
+    q = r["quality"]
+    for key in ("entropy_cb0", "stationarity", "flux", "frechet_clean", "frechet_codec"):
+        assert np.isfinite(q[f"{key}_unsteered"]) and np.isfinite(q[f"{key}_steered"]), key
+    for space in ("clean", "codec"):
+        v = r["verdict"][space]
+        assert sum(v["counts"].values()) == 2 and len(v["outcomes"]) == 2 and set(v["outcomes"]) <= set(ev.OUTCOMES)
+        assert v["frechet_ok"] in (True, False) and 0 <= v["success_rate"] <= v["success_rate_per_clip"] <= 1
+    monkeypatch.setattr("musicgen_lens.data.synth.INSTRUMENTS", ("trumpet", "violin"))
+    monkeypatch.setattr("musicgen_lens.data.synth.STYLES", ("classical", "rock"))
+    p = ev.eval_prompts(model, seeds_per_prompt=1, duration=0.5, codec_judge=False, n_reference=4)
+    assert set(p["verdict_instrument"]) == {"clean"} and sum(p["verdict_instrument"]["clean"]["counts"].values()) == 2
+    assert p["verdict_style"]["clean"]["frechet_ok"] is None and np.isfinite(p["quality_style"]["entropy_cb0"])

@@ -593,9 +593,18 @@ class Reference:
 _REFERENCES: "weakref.WeakKeyDictionary[Any, dict[tuple[int, int], Reference]]" = weakref.WeakKeyDictionary()
 
 
+def _resample_to(a: np.ndarray, sr: int, to: int) -> np.ndarray:
+    if sr == to:
+        return np.asarray(a, dtype=np.float32)
+    import soxr
+
+    return soxr.resample(np.asarray(a, dtype=np.float32), sr, to, quality="HQ").astype(np.float32)
+
+
 def reference_clips(model: Any, n: int = 100, seed: int = 1) -> Reference:
     """`n` clips of the world's test split (under the judges' seed: clips neither the toy model
-    nor the judges trained on), with their codec reconstructions and codes; memoised per codec."""
+    nor the judges trained on) at the model's rate, with their codec reconstructions and codes;
+    memoised per codec."""
     import torch
 
     from musicgen_lens.data.synth import make_dataset
@@ -603,7 +612,7 @@ def reference_clips(model: Any, n: int = 100, seed: int = 1) -> Reference:
 
     memo = _REFERENCES.setdefault(model.codec, {})
     if (n, seed) not in memo:
-        clean = np.stack([c.audio for c in make_dataset(n, **{**WORLD, "seed": seed}, split="test")]).astype(np.float32)
+        clean = np.stack([_resample_to(c.audio, WORLD["sample_rate"], model.sample_rate) for c in make_dataset(n, **{**WORLD, "seed": seed}, split="test")])
         rec, codes = [], []
         with torch.no_grad():
             for i in range(0, n, 50):
@@ -611,7 +620,7 @@ def reference_clips(model: Any, n: int = 100, seed: int = 1) -> Reference:
                 c = model.encode(x)
                 codes.append(c.cpu().numpy())
                 rec.append(model.decode(c).float().mean(1)[:, : clean.shape[-1]].cpu().numpy())
-        memo[(n, seed)] = Reference(clean, np.concatenate(rec), np.concatenate(codes), WORLD["sample_rate"], model.frame_rate)
+        memo[(n, seed)] = Reference(clean, np.concatenate(rec), np.concatenate(codes), model.sample_rate, model.frame_rate)
     return memo[(n, seed)]
 
 
