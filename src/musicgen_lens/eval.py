@@ -7,6 +7,15 @@ violin, did the prompt "flute melody" give a flute, did steering turn the trumpe
 violin? `fidelity` compares a steered generation with the unsteered one (same seed): chroma
 and onset-envelope correlation and whether the tempo is kept.
 
+A judge that hears the target is not enough: strong steering can collapse the generation into
+one stationary texture that the judges still label with confidence. So the judges abstain on
+out-of-distribution clips (`ConceptClassifier.predict`), the quality of a generation is measured
+(`code_entropy`, `audio_quality`: flux and stationarity, `frechet_distance` to the world's real
+clips in the judge's feature space), and `steering_verdict` calls a steered clip a success only
+if the target is heard, it has not collapsed relative to the unsteered run with the same seed
+and the prompted attribute that was not steered is kept; `summarize_verdicts` aggregates over
+seeds. The fitted judges are cached on disk (`judge_cache_dir`; safetensors + JSON, checked).
+
     python -m musicgen_lens.eval --help     # the measurements reported in the README
 """
 
@@ -258,6 +267,12 @@ class ConceptClassifier:
 
     @classmethod
     def from_state(cls, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "ConceptClassifier":
+        d, k = len(arrays["scaler.mean"]), len(meta["classes"])
+        shapes = {"scaler.scale": (d,), "scaler.var": (d,), "logreg.coef": (1 if k == 2 else k, d), "logreg.intercept": (1 if k == 2 else k,),
+                  "ood.class_means": (k, d), "ood.precision": (d, d)}
+        bad = [name for name, shape in shapes.items() if arrays[name].shape != shape]
+        if bad or k < 2:
+            raise ValueError(f"inconsistent judge state: {bad or 'fewer than 2 classes'}")
         clf = cls(meta["concept"], C=meta["C"], ood_quantile=meta["ood_quantile"], shrinkage=meta["shrinkage"])
         scaler, logreg = clf.pipeline[0], clf.pipeline[-1]
         scaler.mean_, scaler.scale_, scaler.var_ = arrays["scaler.mean"], arrays["scaler.scale"], arrays["scaler.var"]
