@@ -302,3 +302,15 @@ def test_eval_steering_and_eval_prompts_report_quality_and_verdicts(model, monke
     p = ev.eval_prompts(model, seeds_per_prompt=1, duration=0.5, codec_judge=False, n_reference=4)
     assert set(p["verdict_instrument"]) == {"clean"} and sum(p["verdict_instrument"]["clean"]["counts"].values()) == 2
     assert p["verdict_style"]["clean"]["frechet_ok"] is None and np.isfinite(p["quality_style"]["entropy_cb0"])
+
+
+def test_the_kept_attribute_is_judged_against_the_unsteered_run_when_that_lacked_the_prompted_value():
+    from musicgen_lens.eval import steering_verdict
+
+    kw = dict(entropy=4.0, entropy_reference=4.0, stationarity=0.8, kept="classical")
+    assert steering_verdict("violin", "violin", kept_label="classical", kept_unsteered="classical", **kw).outcome == "success"
+    assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="classical", **kw).outcome == "attribute_lost"
+    # the unsteered run was already "indian": keeping it is enough, changing it is not
+    assert steering_verdict("violin", "violin", kept_label="indian", kept_unsteered="indian", **kw).outcome == "success"
+    assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="indian", **kw).outcome == "attribute_lost"
+    assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="abstain", **kw).outcome == "success"

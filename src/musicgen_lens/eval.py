@@ -683,7 +683,7 @@ class Verdict:
 
 def steering_verdict(
     label: str, target: str, *, entropy: float, entropy_reference: float, stationarity: float,
-    kept_label: str | None = None, kept: str | None = None, tolerance: Tolerance = Tolerance(),
+    kept_label: str | None = None, kept: str | None = None, kept_unsteered: str | None = None, tolerance: Tolerance = Tolerance(),
 ) -> Verdict:
     """One steered clip: "success" only if the target is heard (the judge's label is `target`,
     not "abstain"), the clip has not collapsed (code entropy >= `tolerance.entropy_ratio` x
@@ -691,7 +691,14 @@ def steering_verdict(
     `tolerance.max_stationarity`) and the prompted attribute that was not steered is kept
     (`kept_label == kept`, when given). Failures, first that applies: "collapse" (whatever the
     judge says: a collapsed texture is often labelled the target with confidence), "abstain",
-    "not_heard", "attribute_lost". The set-level Fréchet check is `summarize_verdicts`'."""
+    "not_heard", "attribute_lost". The set-level Fréchet check is `summarize_verdicts`'.
+
+    `kept_unsteered`, the judge's label for that attribute on the unsteered run (same seed): when
+    the unsteered run already lacks the prompted value, the steered run must keep the unsteered
+    run's label instead (steering is not blamed for what the model never gave, but may not change
+    it either); when the unsteered run abstained there is nothing to keep and no check."""
+    if kept is not None and kept_unsteered is not None and kept_unsteered != kept:
+        kept = None if kept_unsteered == ABSTAIN else kept_unsteered
     collapsed = bool(entropy < tolerance.entropy_ratio * entropy_reference or stationarity > tolerance.max_stationarity)
     if collapsed:
         outcome = "collapse"
@@ -888,8 +895,10 @@ def eval_steering(
     clean judge's space, codec reconstructions in the codec judge's), unsteered and steered.
     `verdict`: per judge ("clean", "codec"), `summarize_verdicts` of `steering_verdict` per seed
     (target heard, codebook-0 entropy >= `tolerance.entropy_ratio` x the same seed's unsteered
-    run, stationarity <= `tolerance.max_stationarity`, the prompted style kept), with the
-    set-level Fréchet check against the unsteered set.
+    run, stationarity <= `tolerance.max_stationarity`, the prompted style kept - or, where the
+    unsteered run was not judged the prompted style, its style label), with the set-level
+    Fréchet check against the unsteered set; `style_rate_unsteered`: the share of unsteered
+    runs judged the prompted style.
     """
     import torch
 
@@ -921,6 +930,7 @@ def eval_steering(
     # the unsteered verdicts, once per judge: every alpha compares against the same runs
     inst_before = {name: feats_before.labels(i_judge) for name, _, i_judge, _, _ in judges}
     style_before = {name: feats_before.proba_of(s_judge, style) for name, _, _, s_judge, _ in judges}
+    style_labels_before = {name: feats_before.labels(s_judge) for name, _, _, s_judge, _ in judges}
     frechet_before = {space: feats_before.frechet(i_judge, ref_X) for _, space, i_judge, _, ref_X in judges}
     results = []
     for alpha in alphas:
@@ -948,10 +958,12 @@ def eval_steering(
             })
             quality[f"frechet_{space}_unsteered"], quality[f"frechet_{space}_steered"] = frechet_before[space], feats.frechet(i_judge, ref_X)
             per_seed = [steering_verdict(labels[i], target, entropy=entropy[i, 0], entropy_reference=entropy_before[i, 0],
-                                         stationarity=aq[i].stationarity, kept_label=style_labels[i], kept=style, tolerance=tolerance)
+                                         stationarity=aq[i].stationarity, kept_label=style_labels[i], kept=style,
+                                         kept_unsteered=style_labels_before[name][i], tolerance=tolerance)
                         for i in range(n)]
             judged[space] = summarize_verdicts(per_seed, quality[f"frechet_{space}_steered"], frechet_before[space], tolerance)
             judged[space]["outcomes"] = [v.outcome for v in per_seed]
+            judged[space]["style_rate_unsteered"] = float(np.mean(style_labels_before[name] == style))
         results.append(dict(
             prompt=prompt, target=target, alpha=alpha, method=concept.vector.method, mode=mode, layer=concept.hook, start=start, n=n, probe_accuracy=concept.accuracy,
             **verdicts,
