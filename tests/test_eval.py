@@ -137,3 +137,180 @@ def test_eval_main_keeps_finished_parts_and_starts_over_for_other_weights(tmp_pa
     out.write_text(json.dumps(saved))
     assert ev.main(argv) == 0
     assert calls == ["codec", "prompts", "codec", "prompts"]
+
+
+# ------------------------------------------------------------------ quality, abstain, verdict, cache
+
+
+@pytest.fixture(autouse=True)
+def _judge_cache(tmp_path, monkeypatch):
+    """Every test gets its own judge cache: none reads or writes the user's."""
+    monkeypatch.setenv("MUSICGEN_LENS_CACHE", str(tmp_path / "cache"))
+
+
+def tone(freq=440.0, seconds=2.0, sr=SR):
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * sum(np.sin(2 * np.pi * k * freq * t) / k for k in range(1, 6))).astype(np.float32)
+
+
+def test_code_entropy_is_zero_for_constant_codes_and_log2_v_for_uniform_ones():
+    from musicgen_lens.eval import code_entropy
+
+    V = 16
+    codes = np.stack([np.zeros(64, int), np.tile(np.arange(V), 4), np.r_[np.zeros(32, int), np.ones(32, int)]])
+    np.testing.assert_allclose(code_entropy(codes), [0.0, np.log2(V), 1.0], atol=1e-12)
+    # a window, torch input, a batch
+    np.testing.assert_allclose(code_entropy(torch.from_numpy(codes), start=32), [0.0, np.log2(V), 0.0], atol=1e-12)
+    assert code_entropy(np.stack([codes, codes])).shape == (2, 3)
+    with pytest.raises(ValueError, match="empty"):
+        code_entropy(codes, start=64)
+    with pytest.raises(ValueError, match="n_codebooks"):
+        code_entropy(np.zeros(5))
+
+
+def test_stationarity_of_a_held_tone_is_near_one_and_of_a_melody_lower():
+    from musicgen_lens.eval import audio_quality, spectral_flux, stationarity
+
+    held = audio_quality(tone(), SR)
+    melody = audio_quality(clip("flute", seed=3), SR)
+    assert held.stationarity > 0.99 and held.flux < 0.02
+    assert melody.stationarity < 0.9 and melody.flux > 5 * held.flux
+    assert stationarity(tone(), SR) == held.stationarity and spectral_flux(tone(), SR) == held.flux
+    assert audio_quality(np.zeros(SR, np.float32), SR).stationarity == 1.0  # silence: as stationary as it gets
+
+
+def test_frechet_distance_is_zero_for_a_set_against_itself_and_grows_with_a_shift():
+    from musicgen_lens.eval import frechet_distance, gaussian_stats
+
+    X = np.random.default_rng(0).standard_normal((200, 8))
+    assert frechet_distance(X, X) == pytest.approx(0.0, abs=1e-6)
+    d1, d2 = frechet_distance(X, X + 0.5), frechet_distance(X, X + 1.0)
+    assert d1 == pytest.approx(8 * 0.25, rel=1e-6) and d2 == pytest.approx(8.0, rel=1e-6)
+    assert frechet_distance(gaussian_stats(X), gaussian_stats(2 * X)) > 1.0  # a wider spread
+    # fewer clips than dimensions: singular covariances still give a finite, non-negative value
+    small = np.random.default_rng(1).standard_normal((5, 30))
+    d = frechet_distance(small, small + 0.1)
+    assert np.isfinite(d) and d >= 0
+    with pytest.raises(ValueError, match="at least 2"):
+        gaussian_stats(X[:1])
+
+
+@pytest.fixture(scope="module")
+def small_judge():
+    from musicgen_lens.eval import clean_classifier
+
+    return clean_classifier("instrument", n=56, seed=1, cache=False)
+
+
+def test_the_judge_abstains_on_noise_and_silence_but_not_on_real_clips(small_judge):
+    from musicgen_lens.data.synth import make_dataset
+    from musicgen_lens.training.data import WORLD
+
+    real = [c.audio for c in make_dataset(12, **{**WORLD, "seed": 1}, split="test")]
+    rng = np.random.default_rng(0)
+    ood = [rng.standard_normal(2 * SR).astype(np.float32) * 0.1, np.zeros(2 * SR, np.float32), np.full(2 * SR, 1e-8, np.float32)]
+    pred_real, pred_ood = small_judge.predict(real, SR), small_judge.predict(ood, SR)
+    assert list(pred_ood) == ["abstain"] * 3
+    assert np.mean(pred_real == "abstain") <= 1 / 12
+    assert "abstain" not in small_judge.predict(real, SR, abstain=False)
+    X = small_judge.featurize(real + ood[:1], SR)
+    dist = small_judge.ood_distance(X)
+    assert dist[-1] > 2 * small_judge.ood_threshold and small_judge.ood_threshold > np.median(dist[:-1])
+
+
+def test_a_collapsed_run_is_a_collapse_even_when_the_judge_hears_the_target():
+    from musicgen_lens.eval import Tolerance, audio_quality, code_entropy, steering_verdict, summarize_verdicts
+
+    rng = np.random.default_rng(0)
+    unsteered = rng.integers(0, 64, (4, 200))
+    collapsed = np.zeros((4, 200), int)  # one code held: a stationary texture
+    drone = audio_quality(tone(220.0), SR).stationarity
+    kw = dict(entropy_reference=code_entropy(unsteered)[0], kept_label="classical", kept="classical")
+    v = steering_verdict("violin", "violin", entropy=code_entropy(collapsed)[0], stationarity=0.5, **kw)
+    assert v.outcome == "collapse" and v.collapsed and not v.success
+    # entropy kept but the audio a drone: also a collapse
+    assert steering_verdict("violin", "violin", entropy=kw["entropy_reference"], stationarity=drone, **kw).outcome == "collapse"
+    ok = dict(entropy=kw["entropy_reference"], stationarity=0.8)
+    assert steering_verdict("violin", "violin", **ok, **kw).outcome == "success"
+    assert steering_verdict("abstain", "violin", **ok, **kw).outcome == "abstain"
+    assert steering_verdict("trumpet", "violin", **ok, **kw).outcome == "not_heard"
+    assert steering_verdict("violin", "violin", **ok, **{**kw, "kept_label": "rock"}).outcome == "attribute_lost"
+    # the tolerance is the issue's 0.8x: 0.85x passes, 0.75x does not
+    ref = kw["entropy_reference"]
+    assert steering_verdict("violin", "violin", entropy=0.85 * ref, stationarity=0.8, **{**kw, "entropy_reference": ref}).success
+    assert not steering_verdict("violin", "violin", entropy=0.75 * ref, stationarity=0.8, **{**kw, "entropy_reference": ref}).success
+    verdicts = [steering_verdict("violin", "violin", **ok, **kw)] * 3 + [v]
+    summary = summarize_verdicts(verdicts, frechet=10.0, frechet_reference=10.0)
+    assert summary["counts"] == {"success": 3, "collapse": 1, "not_heard": 0, "abstain": 0, "attribute_lost": 0}
+    assert summary["success_rate"] == 0.75 and summary["success_rate_se"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
+    assert summary["frechet_ok"] is True
+    worse = summarize_verdicts(verdicts, frechet=12.5, frechet_reference=10.0, tolerance=Tolerance())
+    assert worse["frechet_ok"] is False and worse["success_rate"] == 0.0 and worse["success_rate_per_clip"] == 0.75
+
+
+def test_judge_cache_round_trip_is_bit_identical_and_a_tampered_file_is_rebuilt(tmp_path):
+    import musicgen_lens.eval as ev
+
+    test = [clip(i, seed=60 + s, duration_s=1.0) for i in ("trumpet", "violin", "xylophone") for s in range(2)]
+    test.append(np.random.default_rng(0).standard_normal(SR).astype(np.float32))
+    built = ev.clean_classifier.__wrapped__("instrument", n=28, seed=2)
+    files = sorted((tmp_path / "cache" / "judges").iterdir())
+    assert [f.suffix for f in files] == [".json", ".safetensors"]
+    loaded = ev.clean_classifier.__wrapped__("instrument", n=28, seed=2)
+    assert loaded is not built
+    np.testing.assert_array_equal(loaded.predict_proba(test, SR), built.predict_proba(test, SR))
+    np.testing.assert_array_equal(loaded.predict(test, SR), built.predict(test, SR))
+    X = built.featurize(test, SR)
+    np.testing.assert_array_equal(loaded.ood_distance(X), built.ood_distance(X))
+    assert loaded.ood_threshold == built.ood_threshold and list(loaded.classes_) == list(built.classes_)
+    # tamper with the weights: the checksum fails, the judge is rebuilt (and equal) with a warning
+    st = files[1]
+    blob = bytearray(st.read_bytes())
+    blob[-3] ^= 0xFF
+    st.write_bytes(bytes(blob))
+    with pytest.warns(RuntimeWarning, match="checksum"):
+        rebuilt = ev.clean_classifier.__wrapped__("instrument", n=28, seed=2)
+    np.testing.assert_array_equal(rebuilt.predict_proba(test, SR), built.predict_proba(test, SR))
+    assert ev.load_judge(st.stem, ev.judge_key(kind="clean", concept="instrument", n=28, seed=2)[1]) is not None  # rewritten
+    # a truncated JSON record too
+    files[0].write_text("{")
+    with pytest.warns(RuntimeWarning, match="rebuilding"):
+        ev.clean_classifier.__wrapped__("instrument", n=28, seed=2)
+    # another key (e.g. another model's weights) never reads this file
+    with pytest.raises(ValueError, match="another judge"):
+        ev.load_judge(st.stem, ev.judge_key(kind="clean", concept="instrument", n=28, seed=3)[1])
+
+
+def test_eval_steering_and_eval_prompts_report_quality_and_verdicts(model, monkeypatch):
+    import musicgen_lens.eval as ev
+    from musicgen_lens.recipes import timbre_concept
+
+    judges = {c: ev.clean_classifier(c, n=28, seed=1, cache=False) for c in ("instrument", "style")}
+    monkeypatch.setattr(ev, "clean_classifier", lambda concept="instrument": judges[concept])
+    monkeypatch.setattr(ev, "codec_classifier", lambda model, concept="instrument": judges[concept])
+    concept = timbre_concept(model, "trumpet", "violin", n_clips=3, clip_seconds=0.5, method="diff_means")
+    (r,) = ev.eval_steering(model, n=2, alphas=(1.0,), duration=1.0, start=0.5, concept=concept, n_reference=4)
+    q = r["quality"]
+    for key in ("entropy_cb0", "stationarity", "flux", "frechet_clean", "frechet_codec"):
+        assert np.isfinite(q[f"{key}_unsteered"]) and np.isfinite(q[f"{key}_steered"]), key
+    for space in ("clean", "codec"):
+        v = r["verdict"][space]
+        assert sum(v["counts"].values()) == 2 and len(v["outcomes"]) == 2 and set(v["outcomes"]) <= set(ev.OUTCOMES)
+        assert v["frechet_ok"] in (True, False) and 0 <= v["success_rate"] <= v["success_rate_per_clip"] <= 1
+    monkeypatch.setattr("musicgen_lens.data.synth.INSTRUMENTS", ("trumpet", "violin"))
+    monkeypatch.setattr("musicgen_lens.data.synth.STYLES", ("classical", "rock"))
+    p = ev.eval_prompts(model, seeds_per_prompt=1, duration=0.5, codec_judge=False, n_reference=4)
+    assert set(p["verdict_instrument"]) == {"clean"} and sum(p["verdict_instrument"]["clean"]["counts"].values()) == 2
+    assert p["verdict_style"]["clean"]["frechet_ok"] is None and np.isfinite(p["quality_style"]["entropy_cb0"])
+
+
+def test_the_kept_attribute_is_judged_against_the_unsteered_run_when_that_lacked_the_prompted_value():
+    from musicgen_lens.eval import steering_verdict
+
+    kw = dict(entropy=4.0, entropy_reference=4.0, stationarity=0.8, kept="classical")
+    assert steering_verdict("violin", "violin", kept_label="classical", kept_unsteered="classical", **kw).outcome == "success"
+    assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="classical", **kw).outcome == "attribute_lost"
+    # the unsteered run was already "indian": keeping it is enough, changing it is not
+    assert steering_verdict("violin", "violin", kept_label="indian", kept_unsteered="indian", **kw).outcome == "success"
+    assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="indian", **kw).outcome == "attribute_lost"
+    assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="abstain", **kw).outcome == "success"
