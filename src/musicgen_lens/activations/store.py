@@ -72,7 +72,7 @@ class ActivationStore:
         from musicgen_lens.provenance import check_model
 
         check_model(model, self.meta.get("config_hash"), self.meta.get("weights_fingerprint"), f"activation store {self.path}",
-                    override="a store made by this model")
+                    override="ActivationStore.open(path) without model=")
 
     @property
     def hooks(self) -> list[str]:
@@ -159,11 +159,10 @@ def _merge_locked(path: Path) -> ActivationStore:
     manifest_digest = hashlib.sha256(json.dumps([m["shards"] for m in manifests], sort_keys=True).encode()).hexdigest()[:16]
     if (path / "index.json").exists():
         try:
-            index = read_json(path / "index.json", "")
-            if index.get("manifest") == manifest_digest:
-                return ActivationStore(path)
+            if read_json(path / "index.json", "").get("manifest") == manifest_digest:
+                return ActivationStore(path)  # checks the arrays too
         except StoreError:
-            pass  # damaged: rebuilt below
+            pass  # an array or the index is damaged: rebuilt below
     remove_temps(path)  # a killed merge's arrays / index
     placed: list[tuple[int, Path, dict[str, Any]]] = []  # (item index, shard, entry)
     for worker, shard in listed:
