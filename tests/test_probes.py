@@ -399,7 +399,7 @@ def test_probe_sweep_finds_the_concept_layers():
         assert by_layer[layer]["mean"] >= 0.9
     row = by_layer[2]
     assert row["metric"] == "accuracy" and row["head"] is None and row["n"] == 400
-    assert row["component"] == "hook_resid_post" and 0 <= row["std"] < 0.1
+    assert row["component"] == "resid_post" and 0 <= row["std"] < 0.1
     assert result.best()["layer"] in (2, 3)
     assert result.chance == pytest.approx(max(np.mean(y == "rock"), np.mean(y == "classical")))
     fig = result.plot()
@@ -448,7 +448,7 @@ def test_probe_sweep_per_head_and_store():
     result = probe_sweep(store, "genre", per_head=True, cv=4, progress=False)
     head_rows = [r for r in result.table if r["head"] is not None]
     assert [r["head"] for r in head_rows] == [0, 1, 2, 3]
-    assert all(r["component"] == "attn.hook_z" and r["layer"] == 1 for r in head_rows)
+    assert all(r["component"] == "attn.z" and r["layer"] == 1 for r in head_rows)
     assert result.best()["head"] == 2 and result.best()["mean"] >= 0.9
     assert max(r["mean"] for r in head_rows if r["head"] != 2) <= 0.7
     fig = result.plot()  # line panel for the resid hook + heatmap for the heads
