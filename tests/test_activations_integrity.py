@@ -16,19 +16,14 @@ from safetensors import safe_open
 
 from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import LockTimeout, file_lock
-from musicgen_lens.activations import ActivationStore, Item, StoreError, cache_activations, merge
+from musicgen_lens.activations import ActivationStore, StoreError, cache_activations, merge
+from test_activations import make_items as shared_items
 
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
 
 
-def make_items(model, n, frames=8, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    texts = ["rock", "classical trumpet melody", "jazz piano"]
-    return [
-        Item(f"item{i}", codes=torch.randint(0, model.cfg.d_vocab, (model.cfg.n_codebooks, frames), generator=gen),
-             text=texts[i % 3], labels={"genre": texts[i % 3].split()[0]})
-        for i in range(n)
-    ]
+def make_items(model, n, frames=8):
+    return shared_items(model, n, frames=frames)
 
 
 def snapshot(path):

@@ -67,16 +67,17 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = False
         tmp.write_text(text)
 
 
-def remove_temps(folder: str | os.PathLike, prefix: str = "") -> list[Path]:
+def remove_temps(folder: str | os.PathLike, prefix: str | tuple[str, ...] = "", suffix: str | tuple[str, ...] = "") -> list[Path]:
     """Delete the ``.part`` temporaries `atomic_path` left in `folder` for targets whose name
-    starts with `prefix` (a killed writer's leftovers); returns what was removed."""
+    starts with `prefix` and ends with `suffix` (a killed writer's leftovers; str or tuple of
+    str); returns what was removed."""
     removed = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed
     for file in folder.iterdir():
         m = _TEMP_RE.match(file.name)
-        if m and m.group("name").startswith(prefix):
+        if m and m.group("name").startswith(prefix) and m.group("name").endswith(suffix):
             file.unlink(missing_ok=True)
             removed.append(file)
     return removed

@@ -163,7 +163,7 @@ def _merge_locked(path: Path) -> ActivationStore:
                 return ActivationStore(path)  # checks the arrays too
         except StoreError:
             pass  # an array or the index is damaged: rebuilt below
-    remove_temps(path)  # a killed merge's arrays / index
+    remove_temps(path, suffix=(".npy", "index.json"))  # a killed merge's (workers' .done temporaries are theirs)
     placed: list[tuple[int, Path, dict[str, Any]]] = []  # (item index, shard, entry)
     for worker, shard in listed:
         file = path / "shards" / shard["file"]
