@@ -180,6 +180,9 @@ def test_truncated_files_say_which_and_how_to_recompute(model, tmp_path):
         cache(model, items, path)
     with pytest.raises(StoreError, match=r"meta.json is damaged"):
         ActivationStore.open(path)
+    (path / "meta.json").unlink()
+    with pytest.raises(StoreError, match=r"meta.json is missing but the folder holds .*overwrite=True\) or delete the folder"):
+        cache(model, items, path)
     assert_same(snapshot(cache(model, items, path, overwrite=True).path), reference)
 
 

@@ -189,6 +189,12 @@ def _start(path: Path, meta: dict[str, Any], n_workers: int, overwrite: bool) ->
             if entry.name.startswith(STORE_LOCK):  # lock files stay: other processes may be waiting on them
                 continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    leftovers = list(path.glob("w*of*.done")) + list(path.glob("shards/*.safetensors"))
+    if not (path / "meta.json").exists() and leftovers:
+        raise StoreError(
+            f"{path}/meta.json is missing but the folder holds {leftovers[0].name} and other store files: which model made "
+            f"them cannot be checked; {fresh(path)}"
+        )
     check_or_write_meta(path, meta)
     other = sorted({m.group(1) for f in path.glob("w*of*.done") if (m := re.fullmatch(r"w\d+of(\d+)\.done", f.name))} - {str(n_workers)})
     if other:
