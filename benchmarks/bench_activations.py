@@ -64,7 +64,7 @@ def main() -> None:
     print("| measure | value |")
     print("|---|---|")
     print(f"| caching throughput / bare forward throughput | {bare / cached:.2f}x ({args.items / cached:.1f} vs {args.items / bare:.1f} items/s) |")
-    print(f"| resuming the finished store (checks only) / caching it | {resumed / cached:.2f}x ({resumed:.1f} s vs {cached:.1f} s) |")
+    print(f"| resuming the finished store (checks only) / caching it | {resumed / cached:.3f}x ({resumed * 1000:.0f} ms vs {cached:.1f} s) |")
     print(f"| peak RSS, {args.items} items | {rss1 / 1024:.0f} MB |")
     print(f"| peak RSS, {10 * args.items} items | {rss10 / 1024:.0f} MB ({rss10 / rss1:.2f}x) |")
 
