@@ -1,4 +1,5 @@
-"""ActivationStore: caching throughput vs a bare forward pass, and peak RSS for 1x vs 10x items.
+"""ActivationStore: caching throughput vs a bare forward pass, peak RSS for 1x vs 10x items, and
+the cost of resuming a finished store (every shard's items re-hashed and checksum verified).
 
     .venv/bin/python benchmarks/bench_activations.py [--items 200]
 
@@ -29,7 +30,7 @@ def items():
         yield Item(f"i{i}", codes=torch.randint(0, model.cfg.d_vocab, (model.cfg.n_codebooks, 500), generator=gen), text="rock music", labels={"k": i})
 hooks = [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
 start = time.perf_counter()
-if mode == "cache":
+if mode in ("cache", "resume"):
     cache_activations(model, items(), out, hooks, shard_size=64, progress=False)
 else:
     cond = model.condition(["rock music"])
@@ -57,11 +58,13 @@ def main() -> None:
         ckpt = str(save_tiny_checkpoint(f"{tmp}/ckpt", n_layers=6, d_model=256, n_heads=8, d_mlp=1024, codebook_size=1024, n_ctx=1024))
         bare, _ = run(ckpt, args.items, "bare", "")
         cached, rss1 = run(ckpt, args.items, "cache", f"{tmp}/s1")
+        resumed, _ = run(ckpt, args.items, "resume", f"{tmp}/s1")
         _, rss10 = run(ckpt, 10 * args.items, "cache", f"{tmp}/s10")
     print(f"{args.items} items of 500 frames, 6 hooks, mean pooling, {torch.get_num_threads()} threads")
     print("| measure | value |")
     print("|---|---|")
     print(f"| caching throughput / bare forward throughput | {bare / cached:.2f}x ({args.items / cached:.1f} vs {args.items / bare:.1f} items/s) |")
+    print(f"| resuming the finished store (checks only) / caching it | {resumed / cached:.3f}x ({resumed * 1000:.0f} ms vs {cached:.1f} s) |")
     print(f"| peak RSS, {args.items} items | {rss1 / 1024:.0f} MB |")
     print(f"| peak RSS, {10 * args.items} items | {rss10 / 1024:.0f} MB ({rss10 / rss1:.2f}x) |")
 

@@ -192,7 +192,7 @@ def test_bad_input(model, tmp_path):
         cache_activations(model, items, tmp_path / "a", HOOKS, labels=[{}, {}], progress=False)
     with pytest.raises(KeyError, match="Unknown hook name"):
         cache_activations(model, items, tmp_path / "b", ["blocks.0.hook_resid_prost"], progress=False)
-    with pytest.raises(ValueError, match="no \\[batch, pos"):
+    with pytest.raises(ValueError, match="cannot be pooled over frames"):
         cache_activations(model, items, tmp_path / "b2", ["blocks.0.attn.hook_pattern"], progress=False)
     with pytest.raises(ValueError, match="dataset is empty"):
         cache_activations(model, [], tmp_path / "c", HOOKS, progress=False)
@@ -202,7 +202,7 @@ def test_bad_input(model, tmp_path):
     (tmp_path / "e" / "meta.json").write_text(
         json.dumps({**json.loads((tmp_path / "e" / "meta.json").read_text()), "config_hash": "0123", "model_name": "other"})
     )
-    with pytest.raises(ValueError, match="different model config \\(hash 0123, model 'other'\\)"):
+    with pytest.raises(ValueError, match="architecture \\(cfg.hash\\(\\)\\): the store has .0123."):
         cache_activations(model, items, tmp_path / "e", HOOKS, progress=False)
     with pytest.raises(FileNotFoundError, match="no index.json"):
         ActivationStore.open(tmp_path / "nothing")
@@ -213,3 +213,40 @@ def test_bad_input(model, tmp_path):
 def test_in_memory_audio_needs_its_sample_rate(model, tmp_path):
     with pytest.raises(ValueError, match="in-memory audio but no sr"):
         cache_activations(model, [Item("a", audio=np.ones(800, dtype=np.float32) * 0.1, text="rock")], tmp_path / "s", HOOKS[:1], progress=False)
+
+
+def test_melody_store_drops_the_prefix_and_matches_run_with_cache(melody_model, tmp_path):
+    model = melody_model
+    items = make_items(model, 2, frames=15)
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z", "hook_embed", "hook_logits"]
+    store = cache_activations(model, items, tmp_path / "m", hooks, pooling="frames", progress=False)
+    np.testing.assert_array_equal(store.frames(), list(range(15)) * 2)
+    np.testing.assert_allclose(store.seconds(), np.array(list(range(15)) * 2) / model.cfg.frame_rate)
+    item = items[1]
+    cond = model.condition([item.text])
+    seq = model.pattern.apply(item.codes[None], model.cfg.pad_token_id)
+    _, cache = model.run_with_cache(seq, cond)
+    p, d = model.n_prefix(cond), model.pattern.max_delay
+    assert p > 0 and cache["blocks.0.hook_resid_post"].shape[1] == p + seq.shape[-1]
+    rows = slice(15, 30)  # item 1
+    np.testing.assert_allclose(store["blocks.0.hook_resid_post"][rows], cache["blocks.0.hook_resid_post"][0, p + d : p + d + 15].numpy(), atol=1e-6)
+    np.testing.assert_allclose(store["blocks.1.attn.hook_z"][rows], cache["blocks.1.attn.hook_z"][0, p + d : p + d + 15].numpy(), atol=1e-6)
+    np.testing.assert_allclose(store["hook_embed"][rows], cache["hook_embed"][0, d : d + 15].numpy(), atol=1e-6)  # codes only: no prefix
+    np.testing.assert_allclose(store["hook_logits"][rows], cache["hook_logits"][0, :, d : d + 15].movedim(1, 0).numpy(), atol=1e-5)
+    window = cache_activations(model, items, tmp_path / "w", hooks[:1], pooling=(0.1, 0.2), progress=False)  # frames 5..9
+    np.testing.assert_allclose(window["blocks.0.hook_resid_post"][1], store["blocks.0.hook_resid_post"][15 + 5 : 15 + 10].mean(0), atol=1e-6)
+
+
+def test_hooks_without_a_decoder_position_axis_are_refused(model, melody_model, tmp_path):
+    items = make_items(model, 1)
+    for hook in ["hook_cond", "text_encoder.hook_out", "blocks.0.attn.hook_pattern", "blocks.0.cross_attn.hook_k", "blocks.0.attn.hook_attn_scores"]:
+        with pytest.raises(ValueError, match=rf"{hook}.*cannot be pooled over frames.*run_with_cache"):
+            cache_activations(model, items, tmp_path / "x", [hook], pooling="frames", progress=False)
+    with pytest.raises(ValueError, match="hook_chroma.*melody-prefix positions.*cannot be pooled"):
+        cache_activations(melody_model, items, tmp_path / "y", ["hook_chroma"], pooling="frames", progress=False)
+    # logits have their position on axis 2: pooled all the same
+    store = cache_activations(model, items, tmp_path / "z", ["hook_logits"], progress=False)
+    seq = model.pattern.apply(items[0].codes[None], model.cfg.pad_token_id)
+    _, cache = model.run_with_cache(seq, [items[0].text])
+    d = model.pattern.max_delay
+    np.testing.assert_allclose(store["hook_logits"][0], cache["hook_logits"][0, :, d : d + 12].mean(1).numpy(), atol=1e-5)

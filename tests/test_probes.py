@@ -17,10 +17,11 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.base import clone, is_classifier, is_regressor  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 
-from musicgen_lens.probes import LinearProbe, SweepResult, probe_sweep  # noqa: E402
+from musicgen_lens.probes import LinearProbe, SweepResult, held_out_split, probe_sweep  # noqa: E402
 
 D = 64
 
@@ -399,7 +400,7 @@ def test_probe_sweep_finds_the_concept_layers():
         assert by_layer[layer]["mean"] >= 0.9
     row = by_layer[2]
     assert row["metric"] == "accuracy" and row["head"] is None and row["n"] == 400
-    assert row["component"] == "hook_resid_post" and 0 <= row["std"] < 0.1
+    assert row["component"] == "resid_post" and 0 <= row["std"] < 0.1
     assert result.best()["layer"] in (2, 3)
     assert result.chance == pytest.approx(max(np.mean(y == "rock"), np.mean(y == "classical")))
     fig = result.plot()
@@ -448,7 +449,7 @@ def test_probe_sweep_per_head_and_store():
     result = probe_sweep(store, "genre", per_head=True, cv=4, progress=False)
     head_rows = [r for r in result.table if r["head"] is not None]
     assert [r["head"] for r in head_rows] == [0, 1, 2, 3]
-    assert all(r["component"] == "attn.hook_z" and r["layer"] == 1 for r in head_rows)
+    assert all(r["component"] == "attn.z" and r["layer"] == 1 for r in head_rows)
     assert result.best()["head"] == 2 and result.best()["mean"] >= 0.9
     assert max(r["mean"] for r in head_rows if r["head"] != 2) <= 0.7
     fig = result.plot()  # line panel for the resid hook + heatmap for the heads
@@ -546,3 +547,64 @@ def test_bad_sweep_inputs():
         probe_sweep([np.zeros((60, 4))], y, progress=False)
     with pytest.raises(ValueError, match="unknown normalize"):
         probe_sweep(acts, y, probe_kwargs={"normalize": "zscore"}, progress=False)
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's preset trained to convergence, checksummed files, held-out split
+# --------------------------------------------------------------------------------------------
+
+
+def test_paper_preset_converges_and_learning_rates_10x_apart_agree():
+    X, y, v = planted()
+    probes = {lr: LinearProbe.paper(lr=lr).fit(X, y) for lr in (5e-3, 5e-2)}
+    for p in probes.values():
+        assert p.converged_ is True and 100 < p.n_epochs_ < p.epochs and p.loss_ > 0
+        assert (p.method, p.bias, p.normalize, p.loss) == ("torch", False, "l2", "mse")
+    assert cos(probes[5e-3].direction("rock"), probes[5e-2].direction("rock")) > 0.99
+    assert cos(probes[5e-3].direction("rock"), v) > 0.9
+    # the fixed 250-epoch probe of the authors' code does not get there at lr 5e-3
+    short = LinearProbe(method="torch", bias=False, normalize="l2", lr=5e-3, epochs=250).fit(X, y)
+    assert short.converged_ is None and short.n_epochs_ == 250
+    assert cos(short.direction("rock"), probes[5e-2].direction("rock")) < 0.99
+    with pytest.warns(ConvergenceWarning, match="did not converge in 300 epochs"):
+        stopped = LinearProbe.paper(epochs=300).fit(X, y)
+    assert stopped.converged_ is False and stopped.n_epochs_ == 300
+    assert LinearProbe.preset("paper").get_params() == LinearProbe.paper().get_params()
+    with pytest.raises(ValueError, match="unknown preset"):
+        LinearProbe.preset("nope")
+    with pytest.raises(ValueError, match="tol must be"):
+        LinearProbe(tol=-1.0)
+
+
+def test_saved_probe_keeps_its_fit_record_and_refuses_bit_flips(tmp_path):
+    X, y, _ = planted(400)
+    probe = LinearProbe.paper(lr=5e-2).fit(X, y)
+    probe.save(tmp_path / "p.safetensors")
+    back = LinearProbe.load(tmp_path / "p.safetensors")
+    assert (back.n_epochs_, back.converged_, back.loss_) == (probe.n_epochs_, probe.converged_, probe.loss_)
+    raw = bytearray((tmp_path / "p.safetensors").read_bytes())
+    raw[-3] ^= 0x10  # a bit of the intercept / coef payload
+    (tmp_path / "bad.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"bad.safetensors: the tensors do not match the checksum"):
+        LinearProbe.load(tmp_path / "bad.safetensors")
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_held_out_split_is_stratified_and_keeps_groups_together():
+    rng = np.random.default_rng(0)
+    y = np.array(["a"] * 80 + ["b"] * 20)
+    X = rng.standard_normal((100, 4))
+    X_tr, X_te, y_tr, y_te = held_out_split(X, y)
+    assert len(X_te) == 15 and len(X_tr) == 85
+    assert (y_te == "b").sum() == 3  # 20% of 15, as in the whole set
+    # per-frame rows: 40 clips x 5 frames; no clip on both sides, classes stratified by clip
+    clip_label = np.array(["a"] * 30 + ["b"] * 10)
+    groups = np.repeat(np.arange(40), 5)
+    Xf, yf = rng.standard_normal((200, 4)), np.repeat(clip_label, 5)
+    Xf_tr, Xf_te, yf_tr, yf_te = held_out_split(Xf, yf, groups=groups)
+    test_rows = np.isin(Xf, Xf_te).all(axis=1)
+    assert not set(groups[test_rows]) & set(groups[~test_rows])
+    assert len(set(groups[test_rows])) == 6 and (yf_te == "b").sum() in (5, 10)  # 15% of 40 clips; 1 or 2 of the 10 "b" clips
+    assert len(Xf_tr) + len(Xf_te) == 200
+    with pytest.raises(ValueError, match="groups must have one entry per row"):
+        held_out_split(Xf, yf, groups=groups[:10])
