@@ -376,3 +376,13 @@ def test_forward_and_generate_follow_the_modules_dtype(load_model, checkpoint_di
     assert logits.dtype == dtype and torch.isfinite(logits.float()).all()
     out = model.generate(PROMPTS, max_new_frames=3, seed=0, progress=False)
     assert out.shape == (2, model.cfg.n_codebooks, 3)
+
+
+def test_padded_decoder_attention_mask_is_refused_not_ignored(model):
+    codes = random_codes(model, batch=2, pos=5)
+    mask = torch.ones(2, 5, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(model(codes, decoder_attention_mask=mask), model(codes))
+    mask[0, :2] = 0  # left padding
+    with pytest.raises(NotImplementedError, match="padded"):
+        model(codes, decoder_attention_mask=mask)

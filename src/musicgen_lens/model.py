@@ -402,6 +402,7 @@ class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
         *,
         stop_at_layer: int | None = None,
         kv_cache: KVCache | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
     ) -> Any:
         """Logits [batch, n_codebooks, pos, d_vocab] for delayed-layout codes.
 
@@ -420,9 +421,18 @@ class HookedMusicGen(HooksMixin, WeightsMixin, HookedRootModule):
         only, and `hook.ctx` says step `kv_cache.step` of `kv_cache.n_steps`. `generate` is a loop
         of these steps. Code values are not range-checked here (that would cost two host syncs per
         step): an out-of-range code fails inside the embedding.
+
+        `decoder_attention_mask` (Hugging Face's argument) is accepted only when it masks nothing:
+        padded decoder positions (e.g. left-padded audio prompts of different lengths) are not
+        supported, and silently ignoring them would give logits off by ~1e-3.
         """
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
+        if decoder_attention_mask is not None and not bool(torch.as_tensor(decoder_attention_mask).bool().all()):
+            raise NotImplementedError(
+                "a decoder_attention_mask with padded (0) positions is not supported: run prompts of different lengths "
+                "in separate calls (or trim them to one length); an all-ones mask is accepted"
+            )
         if kv_cache is not None and not isinstance(kv_cache, KVCache):
             raise TypeError(f"kv_cache must be a musicgen_lens.KVCache (KVCache.for_model(...)), got {type(kv_cache).__name__}")
         if kv_cache is not None and stop_at_layer is not None:
