@@ -134,3 +134,17 @@ def test_boot_from_loaded_hf_model(checkpoint_dir, model):
         torch.testing.assert_close(bridge_forward(bridge, codes, PROMPTS[:1]), model(codes, PROMPTS[:1]), atol=1e-5, rtol=0)
     with pytest.raises(TypeError):
         boot_musicgen_bridge(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("name", ["stereo", "no_cond_proj"])
+def test_other_shapes(name, checkpoint_dir, load_model):
+    """8 codebooks (stereo), and no enc_to_dec_proj (text width == d_model): same parity."""
+    ours = load_model(name)
+    bridge = boot_musicgen_bridge(checkpoint_dir(name))
+    codes = random_codes(ours, batch=2, pos=12)
+    with torch.no_grad():
+        lb, cb = bridge_forward(bridge, codes, PROMPTS, cache=True)
+        lo, co = ours.run_with_cache(codes, PROMPTS)
+    torch.testing.assert_close(lb, lo, atol=1e-5, rtol=0)
+    for b_name, o_name in _expand(RESID_HOOK_MAP, ours.cfg.n_layers).items():
+        torch.testing.assert_close(cb[b_name], co[o_name], atol=1e-5, rtol=0)

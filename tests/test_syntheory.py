@@ -128,6 +128,15 @@ def test_time_signature_downbeats_are_a_bar_apart():
         assert abs(np.median(np.diff(downbeats)) - spec.labels["bar_seconds"]) < 0.01, spec.id
 
 
+def test_auto_falls_back_to_the_additive_synth(monkeypatch, tmp_path):
+    monkeypatch.setenv("MUSICGEN_LENS_SOUNDFONT", str(tmp_path / "missing.sf2"))
+    assert not have_soundfont()
+    items = concept_items("notes", sr=8000, limit=2)
+    assert [it.labels["backend"] for it in items] == ["additive", "additive"]
+    with pytest.raises(FileNotFoundError):
+        render_spec(concept_specs("notes", limit=1)[0], sr=8000, backend="soundfont")
+
+
 def test_render_notes_checks_and_cuts():
     audio = render_notes([Note(0.0, 0.2, 60, program=FLUTE), Note(5.0, 1.0, 60)], 0.5, sr=8000, backend="additive")
     assert audio.shape == (4000,)

@@ -22,6 +22,8 @@ Modules:
 - :mod:`.arrangement` - melodies, backings and accompaniment on a beat grid; the mix
 - :mod:`.dataset` - :class:`Clip`, splits, :func:`make_dataset` and :func:`write_dataset`
 - :mod:`.synth` - the former single module, kept as re-exports for compatibility
+- :mod:`.soundfont` - General MIDI rendering (TinySoundFont + TimGM6mb, optional; additive fallback)
+- :mod:`.syntheory` - SynTheory's music-theory concept sets as activation-store items
 """
 
 from musicgen_lens.data.arrangement import render_clip, render_parts
@@ -33,6 +35,8 @@ from musicgen_lens.data.dataset import (
     write_dataset,
 )
 from musicgen_lens.data.instruments import render_note
+from musicgen_lens.data.soundfont import render_notes
+from musicgen_lens.data.syntheory import CONCEPTS, concept_items, concept_specs
 from musicgen_lens.data.vocabulary import (
     ACCOMPANIMENTS,
     INSTRUMENTS,
@@ -45,16 +49,20 @@ from musicgen_lens.data.vocabulary import (
 
 __all__ = [
     "ACCOMPANIMENTS",
+    "CONCEPTS",
     "INSTRUMENTS",
     "KEYS",
     "STYLES",
     "Clip",
     "ClipSpec",
     "clip_spec_for_index",
+    "concept_items",
+    "concept_specs",
     "describe",
     "make_dataset",
     "render_clip",
     "render_note",
+    "render_notes",
     "render_parts",
     "spec_labels",
     "split_of",

@@ -101,7 +101,8 @@ def default_soundfont() -> Path | None:
 
 def have_soundfont() -> bool:
     """True when the SoundFont backend is available (tinysoundfont importable and a .sf2 found)."""
-    return importlib.util.find_spec("tinysoundfont") is not None and default_soundfont() is not None
+    path = default_soundfont()
+    return importlib.util.find_spec("tinysoundfont") is not None and path is not None and path.is_file()
 
 
 def render_notes(
