@@ -35,8 +35,11 @@ from musicgen_lens.data.dataset import (
     write_dataset,
 )
 from musicgen_lens.data.instruments import render_note
-from musicgen_lens.data.soundfont import render_notes
-from musicgen_lens.data.syntheory import CONCEPTS, concept_items, concept_specs
+# SynTheory concept sets: importable from here, but deliberately left out of __all__, which
+# lists the synthetic-world names of the split modules (tests/test_data_synth.py pins that).
+from musicgen_lens.data import soundfont, syntheory  # noqa: F401
+from musicgen_lens.data.soundfont import render_notes  # noqa: F401
+from musicgen_lens.data.syntheory import CONCEPTS, concept_items, concept_specs  # noqa: F401
 from musicgen_lens.data.vocabulary import (
     ACCOMPANIMENTS,
     INSTRUMENTS,
@@ -49,20 +52,16 @@ from musicgen_lens.data.vocabulary import (
 
 __all__ = [
     "ACCOMPANIMENTS",
-    "CONCEPTS",
     "INSTRUMENTS",
     "KEYS",
     "STYLES",
     "Clip",
     "ClipSpec",
     "clip_spec_for_index",
-    "concept_items",
-    "concept_specs",
     "describe",
     "make_dataset",
     "render_clip",
     "render_note",
-    "render_notes",
     "render_parts",
     "spec_labels",
     "split_of",
