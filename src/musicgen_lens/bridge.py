@@ -6,11 +6,12 @@ classes; none ships for MusicGen. Importing this module registers
 :func:`boot_musicgen_bridge` boots a bridge around a checkpoint (a Hub name, a local
 directory, or an already loaded ``MusicgenForConditionalGeneration``)::
 
-    from musicgen_lens.bridge import boot_musicgen_bridge, bridge_inputs
+    from musicgen_lens.bridge import boot_musicgen_bridge, bridge_forward, bridge_inputs
     bridge = boot_musicgen_bridge("facebook/musicgen-small")
-    kwargs = bridge_inputs(bridge, codes, ["lofi piano"])   # codes: delayed [batch, K, pos]
-    logits, cache = bridge.run_with_cache(kwargs.pop("input_ids"), **kwargs)
-    logits = bridge_logits(logits, n_codebooks=4)            # [batch, K, pos, vocab], as ours
+    # codes: delayed [batch, K, pos], as HookedMusicGen takes; logits [batch, K, pos, vocab]
+    logits, cache = bridge_forward(bridge, codes, ["lofi piano"], cache=True)
+    kw = bridge_inputs(bridge, codes, ["lofi piano"])   # or HF's raw kwargs, for any bridge method
+    bridge.run_with_hooks(kw.pop("input_ids"), **kw, fwd_hooks=[...])
 
 The bridge wraps the *Hugging Face* modules in place and runs HF's own forward, so it is
 exactly HF numerically; :class:`~musicgen_lens.HookedMusicGen` is our readable
