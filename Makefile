@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 # A plain "torch" would pull the newest CUDA build (several GB); this pin resolves to the CPU wheel here.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo_out
+# SoundFont renderer for the SynTheory sets. Installed with --no-deps: its wheel requires pyaudio,
+# which only live playback uses and which is a C build (PortAudio headers) on Linux; see
+# pyproject's "soundfont" extra.
+TINYSOUNDFONT_SPEC ?= tinysoundfont>=0.3.7,<0.4
 
 .PHONY: demo test bench train eval clean
 
@@ -13,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(TINYSOUNDFONT_SPEC)"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -22,6 +22,8 @@ Modules:
 - :mod:`.arrangement` - melodies, backings and accompaniment on a beat grid; the mix
 - :mod:`.dataset` - :class:`Clip`, splits, :func:`make_dataset` and :func:`write_dataset`
 - :mod:`.synth` - the former single module, kept as re-exports for compatibility
+- :mod:`.soundfont` - General MIDI rendering (TinySoundFont + TimGM6mb, optional; additive fallback)
+- :mod:`.syntheory` - SynTheory's music-theory concept sets as activation-store items
 """
 
 from musicgen_lens.data.arrangement import render_clip, render_parts
@@ -33,6 +35,11 @@ from musicgen_lens.data.dataset import (
     write_dataset,
 )
 from musicgen_lens.data.instruments import render_note
+# SynTheory concept sets: importable from here, but deliberately left out of __all__, which
+# lists the synthetic-world names of the split modules (tests/test_data_synth.py pins that).
+from musicgen_lens.data import soundfont, syntheory  # noqa: F401
+from musicgen_lens.data.soundfont import render_notes  # noqa: F401
+from musicgen_lens.data.syntheory import CONCEPTS, concept_items, concept_specs  # noqa: F401
 from musicgen_lens.data.vocabulary import (
     ACCOMPANIMENTS,
     INSTRUMENTS,
