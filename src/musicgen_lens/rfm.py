@@ -64,7 +64,7 @@ def xrfm_available() -> bool:
 
 
 def _as_float_tensor(X: Any, what: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).detach()
+    t = torch.as_tensor(np.array(X) if not isinstance(X, torch.Tensor) else X).detach()
     if t.ndim != 2 or t.shape[0] == 0:
         raise ValueError(f"{what} must be 2-D [n, d] with at least one row, got shape {tuple(t.shape)}")
     t = t.to(torch.float64)

@@ -45,6 +45,7 @@ decoder direction as a SteeringVector (method="sae") to steer with (mode "add" /
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -328,7 +329,7 @@ def _batches(data: Any, hook: str | None, batch_size: int, seed: int, kwargs: di
     yield from store_batches(data, hook, batch_size=batch_size, seed=seed, epochs=None, **kwargs)
 
 
-def train_sae(
+def _train_sae(
     data: Any,
     *,
     d_sae: int,
@@ -353,7 +354,8 @@ def train_sae(
     that fired in none of the last `dead_steps` steps are dead; the torch back end adds
     (1/32)·‖e − ê_dead‖² / ‖e‖² with ê_dead the reconstruction of the residual e from the
     `aux_k` (default d_in // 2) largest dead latents, as sparsify does. `callback(step, fvu)`
-    is called every step. The SAE's metadata records the trainer and its settings.
+    is called every step. The SAE's metadata records the trainer and its settings. Gradients
+    are enabled inside, so it trains under torch.no_grad() too.
     """
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
@@ -428,6 +430,12 @@ def train_sae(
         if callback is not None:
             callback(step, float(fvu))
     return sae.eval()
+
+
+@functools.wraps(_train_sae)
+def train_sae(*args: Any, **kwargs: Any) -> SAE:  # noqa: D103 - the docstring is _train_sae's
+    with torch.enable_grad():  # trains inside torch.no_grad() / set_grad_enabled(False) too
+        return _train_sae(*args, **kwargs)
 
 
 def _train_sparsify(batches: Iterable[torch.Tensor], d_in: int, d_sae: int, k: int, steps: int, lr: float, seed: int,
