@@ -101,7 +101,7 @@ from musicgen_lens.steering.vector import SteeringVector, _finite, _is_int, stee
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
-__all__ = ["BRANCHES", "COUNTS", "MODES", "SCHEDULES", "Intervention", "Plan"]
+__all__ = ["BRANCHES", "COUNTS", "MODES", "SCHEDULES", "Intervention", "Plan", "gate_uniform"]
 
 MODES = ("add", "norm_relative", "clamp", "ablate")
 SCHEDULES = ("constant", "linear", "exp", "logistic", "sinusoidal")
