@@ -13,7 +13,7 @@ from musicgen_lens.steering import Intervention, SteeringVector, steering_hooks
 BACKENDS = ["torch", pytest.param("xrfm", marks=pytest.mark.skipif(not xrfm_available(), reason="xrfm not installed"))]
 
 
-def planted(n=800, d=24, seed=0):
+def planted(n=500, d=24, seed=0):
     """Anisotropic Gaussian features; the targets depend nonlinearly on x·v only."""
     g = torch.Generator().manual_seed(seed)
     v = torch.randn(d, generator=g, dtype=torch.float64)
