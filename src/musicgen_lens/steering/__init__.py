@@ -7,7 +7,10 @@ windows, steps, periodic firing and schedules are documented) says how to apply 
 (site + layer, or a full hook name; heads for head sites), how (`mode`), how strongly
 (`alpha`, optionally scheduled), when (a time window in seconds, optionally firing only every
 `every` generation steps, or the authors' forward calls) and to which branch of
-classifier-free guidance. `SteeringHook` (`steering.hook`) is the forward hook, with the modes.
+classifier-free guidance. `SteeringHook` (`steering.hook`) is the forward hook, with the modes. Beyond the paper:
+stochastic gating (`inject_chance`, MusicRFM) and logistic / sinusoidal schedules on
+`Intervention`, and `ProbeMonitor` (`steering.monitor`, SMITIN): the strength follows a probe's
+live reading of the activation it steers.
 
 Two ways to steer:
 
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from musicgen_lens.hooks import SITES, hook_name, parse_hook_name  # the registry (re-exported for old imports)
 from musicgen_lens.steering.hook import SteeringHook
+from musicgen_lens.steering.monitor import ProbeMonitor
 from musicgen_lens.steering.intervention import (
     BRANCHES,
     COUNTS,
@@ -42,6 +46,7 @@ from musicgen_lens.steering.intervention import (
     Intervention,
     Plan,
     as_list,
+    gate_uniform,
     share_call_counters,
 )
 from musicgen_lens.steering.vector import METHODS, SteeringVector, _finite, _is_int, steerable_site
@@ -58,10 +63,12 @@ __all__ = [
     "SITES",
     "Intervention",
     "Plan",
+    "ProbeMonitor",
     "SteeringHook",
     "SteeringVector",
     "hook_name",
     "parse_hook_name",
+    "gate_uniform",
     "steer",
     "steerable_site",
     "steering_hooks",

@@ -8,6 +8,14 @@ head sites h is one head's vector at one position, so ‖h‖ is per head):
     clamp          h + (a − h·v̂)·v̂                 (the component along v̂ set to a)
     ablate         h − (h·v̂)·v̂                     (the component along v̂ removed; alpha is ignored)
 
+Options of the Intervention applied here (formulas in `steering.intervention` and
+`steering.monitor`):
+
+    inject_chance < 1   a step (a position, in a plain forward) that would fire fires only if
+                        gate_uniform(seed, step) < inject_chance (decided from Python ints)
+    monitor             a = a_sched(k)·clip((target − r(h)) / margin, 0, 1), r(h) the probe's reading
+                        of the unmodified activation, per position (per head on head sites)
+
 Vectors are detached (no gradient flows into them); gradients do flow through the steered
 activations, so attribution through a steered forward works.
 
@@ -62,6 +70,8 @@ class SteeringHook:
         self._vec_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self._rows_key: Any = None
         self._rows_mask: torch.Tensor | None = None
+        self.gated = iv.inject_chance < 1.0
+        self.monitor = iv.monitor
         self._vectors(plan.device, plan.dtype)  # precompute for the model's device/dtype
 
     def __repr__(self) -> str:  # TransformerLens names the torch hook with this; keep it cheap
@@ -142,6 +152,13 @@ class SteeringHook:
         if rows is False:
             return None
         n = len(range(j0, i1, stride))
+        gate = None
+        if self.gated and step is None:  # plain forward: gate each position (= step) from Python ints
+            gates = [self.intervention.gate(p) for p in range(s + j0, s + i1, stride)]
+            if not any(gates):
+                return None
+            if not all(gates):
+                gate = torch.tensor(gates, device=act.device).view((1, n) + (1,) * (act.ndim - 2))
         k0 = s + j0 - self.p_open
         shape = (1, n) + (1,) * (act.ndim - 2)
         if self.constant:
@@ -156,12 +173,23 @@ class SteeringHook:
         full = j0 == 0 and i1 == length and stride == 1 and not heads
         index = (slice(None), slice(j0, i1, stride)) + heads
         seg = act if full else act[index]
+        strength = None
+        if self.monitor is not None:  # the probe reads the activation before it is modified
+            strength = self.monitor.strength(seg)
+            alpha = alpha * strength
         new = self._transform(seg, alpha, v, unit)
+        if gate is not None:
+            new = torch.where(gate, new, seg)
         if rows is not None:
             new = torch.where(rows, new, seg)
         if self.record:
             a = alpha if isinstance(alpha, float) else alpha.flatten().tolist()
-            self.log.append({"step": step, "start": s, "positions": (s + j0, s + i1, stride), "alpha": a, "rows": self.branch})
+            entry = {"step": step, "start": s, "positions": (s + j0, s + i1, stride), "alpha": a, "rows": self.branch}
+            if gate is not None:
+                entry["gate"] = gate.flatten().tolist()
+            if strength is not None:
+                entry["strength"] = strength.detach().float().cpu()
+            self.log.append(entry)
         if full:
             return new
         out = act.clone()

@@ -47,10 +47,31 @@ from position 0):
     constant   alpha
     linear     alpha_start + (alpha − alpha_start)·min(k / ramp_steps, 1)   (alpha_start at k=0, alpha from k=ramp_steps)
     exp        alpha·gamma**k
+    logistic   alpha_start + (alpha − alpha_start)·σ((k − midpoint) / width),  σ(x) = 1 / (1 + e^−x)
+               (alpha_start far before `midpoint` steps, halfway at k = midpoint, alpha far after)
+    sinusoidal alpha_start + (alpha − alpha_start)·(1 − cos(2π·k / period + phase)) / 2
+               (alpha_start at k = 0 when phase = 0, alpha at k = period/2, back at k = period)
 
 k counts steps, not firings: with every=25 the intervention fires at k = 0, 25, 50, ... (when
 the window opens at a firing step) and uses alpha_at(k) there. `Intervention.alpha_at(k)` is
 the schedule as a plain function.
+
+Stochastic gating (MusicRFM's `inject_chance`, arXiv 2510.19127): with `inject_chance=p < 1`
+an intervention that would fire at step s fires only if
+
+    u(seed, s) < p,   u(seed, s) = splitmix64(seed·2^32 + s) / 2^64   (`intervention.gate_uniform`)
+
+a pseudo-random number in [0, 1) that depends only on (seed, step): the same seed gives the same
+gated steps in every run, in any call order, on any device, and needs no RNG state nor a device
+round trip (pure Python integer arithmetic on the step). In a plain forward position p counts
+as step p, as above, so the replay of a generation is gated at the same positions. Over many
+steps the fraction of firing steps tends to p. `Intervention.gate(step)` is the gate as a plain
+function; `inject_chance=1` (default) never gates.
+
+Monitoring (SMITIN, arXiv 2404.02252): `monitor=ProbeMonitor(...)` (`steering.monitor`) makes
+the strength follow a linear probe's live reading of the same activation, before it is
+modified: alpha_t = alpha_sched(k)·clip((target − reading) / margin, 0, 1) per position (and
+per head on head sites), so nothing is added where the probe already reads >= target.
 
 Branches: `branch="cond"` (default, the paper's) steers only the conditional rows of the CFG
 batch (`hook.ctx.cond_rows`); in a plain forward the rows whose conditioning is null count as
@@ -68,7 +89,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -80,10 +101,23 @@ from musicgen_lens.steering.vector import SteeringVector, _finite, _is_int, stee
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
-__all__ = ["BRANCHES", "COUNTS", "MODES", "SCHEDULES", "Intervention", "Plan"]
+__all__ = ["BRANCHES", "COUNTS", "MODES", "SCHEDULES", "Intervention", "Plan", "gate_uniform"]
 
 MODES = ("add", "norm_relative", "clamp", "ablate")
-SCHEDULES = ("constant", "linear", "exp")
+SCHEDULES = ("constant", "linear", "exp", "logistic", "sinusoidal")
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def gate_uniform(seed: int, step: int) -> float:
+    """u(seed, step) in [0, 1): splitmix64(seed·2^32 + step) / 2^64 (the stochastic gate's draw)."""
+    return _splitmix64(((int(seed) & 0xFFFFFFFF) << 32) + (int(step) & 0xFFFFFFFF)) / 2.0**64
 BRANCHES = ("cond", "uncond", "both")
 COUNTS = ("steps", "calls")
 _SITE_ORDER = {name: i for i, name in enumerate(SITES)}
@@ -100,7 +134,11 @@ class Intervention:
     heads    head sites only: the heads to steer (default all); each gets the same vector.
     alpha    strength (a finite float; norm_relative needs alpha > -1); the value a schedule reaches.
     mode     "add" | "norm_relative" | "clamp" | "ablate".
-    schedule "constant" | "linear" (alpha_start -> alpha over ramp_steps) | "exp" (alpha·gamma**k).
+    schedule "constant" | "linear" (alpha_start -> alpha over ramp_steps) | "exp" (alpha·gamma**k) |
+             "logistic" (alpha_start -> alpha around step `midpoint`, `width` steps wide) |
+             "sinusoidal" (between alpha_start and alpha with `period` steps, `phase` radians).
+    inject_chance, seed  stochastic gating: a step that would fire fires iff gate_uniform(seed, step) < inject_chance.
+    monitor  a `steering.monitor.ProbeMonitor`: the strength follows a probe's live reading (add / norm_relative).
     start, end  seconds, window [start, end); None = open.
     every, offset  periodic firing; what they count is `count`.
     count    "steps" (default): fires at steps s >= offset with (s − offset) % every == 0.
@@ -126,6 +164,13 @@ class Intervention:
     gamma: float = 1.0
     count: str = "steps"
     prefill_calls: int = 1
+    midpoint: float = 0.0
+    width: float = 1.0
+    period: float | None = None
+    phase: float = 0.0
+    inject_chance: float = 1.0
+    seed: int = 0
+    monitor: Any = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,10 +191,31 @@ class Intervention:
         if self.schedule == "linear":
             if not _is_int(self.ramp_steps) or self.ramp_steps < 1:
                 raise ValueError(f"schedule='linear' needs ramp_steps, an int >= 1 (steps from alpha_start to alpha), got {self.ramp_steps!r}")
+        self.midpoint = _finite("Intervention.midpoint", self.midpoint)
+        self.width = _finite("Intervention.width", self.width)
+        self.phase = _finite("Intervention.phase", self.phase)
+        if self.schedule == "logistic" and not self.width > 0:
+            raise ValueError(f"schedule='logistic' needs width > 0 (steps of the transition), got {self.width}")
+        if self.schedule == "sinusoidal":
+            if self.period is None or not _finite("Intervention.period", self.period) > 0:
+                raise ValueError(f"schedule='sinusoidal' needs period > 0 (steps of one cycle), got {self.period!r}")
+            self.period = float(self.period)
+        self.inject_chance = _finite("Intervention.inject_chance", self.inject_chance)
+        if not 0 < self.inject_chance <= 1:
+            raise ValueError(f"Intervention.inject_chance must be in (0, 1] (the chance a step fires), got {self.inject_chance}")
+        if not _is_int(self.seed):
+            raise ValueError(f"Intervention.seed must be an int (the stochastic gate's seed), got {self.seed!r}")
+        if self.monitor is not None:
+            from musicgen_lens.steering.monitor import ProbeMonitor
+
+            if not isinstance(self.monitor, ProbeMonitor):
+                raise TypeError(f"Intervention.monitor must be a steering.monitor.ProbeMonitor, got {type(self.monitor).__name__}")
+            if self.mode not in ("add", "norm_relative"):
+                raise ValueError(f"a monitored intervention scales its strength per position: mode must be 'add' or 'norm_relative', got {self.mode!r}")
         if self.schedule == "exp" and not self.gamma > 0:
             raise ValueError(f"schedule='exp' needs gamma > 0 (alpha·gamma**k), got {self.gamma}")
         if self.mode == "norm_relative":
-            lows = [self.alpha] + ([self.alpha_start] if self.schedule == "linear" else [])
+            lows = [self.alpha] + ([self.alpha_start] if self.schedule in ("linear", "logistic", "sinusoidal") else [])
             if self.schedule == "exp" and self.gamma > 1 and self.alpha < 0:
                 raise ValueError("norm_relative with a negative alpha and gamma > 1 would reach alpha <= -1 (division by 1 + alpha)")
             if min(lows) <= -1:
@@ -193,13 +259,28 @@ class Intervention:
             return self.alpha
         if self.schedule == "linear":
             return self.alpha_start + (self.alpha - self.alpha_start) * min(k / self.ramp_steps, 1.0)
+        if self.schedule == "logistic":
+            z = (k - self.midpoint) / self.width
+            sig = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+            return self.alpha_start + (self.alpha - self.alpha_start) * sig
+        if self.schedule == "sinusoidal":
+            return self.alpha_start + (self.alpha - self.alpha_start) * (1.0 - math.cos(2 * math.pi * k / self.period + self.phase)) / 2
         return self.alpha * self.gamma**k
 
     def _alpha_tensor(self, k: torch.Tensor) -> torch.Tensor:
         """alpha_at elementwise on a float64 tensor of k (no host sync)."""
         if self.schedule == "linear":
             return self.alpha_start + (self.alpha - self.alpha_start) * (k / self.ramp_steps).clamp(max=1.0)
+        if self.schedule == "logistic":
+            return self.alpha_start + (self.alpha - self.alpha_start) * torch.sigmoid((k - self.midpoint) / self.width)
+        if self.schedule == "sinusoidal":
+            return self.alpha_start + (self.alpha - self.alpha_start) * (1.0 - torch.cos(2 * math.pi * k / self.period + self.phase)) / 2
         return self.alpha * torch.pow(torch.full_like(k, self.gamma), k)
+
+    # ---------------------------------------------------------------- stochastic gate
+    def gate(self, step: int) -> bool:
+        """Whether the stochastic gate lets step `step` fire: gate_uniform(seed, step) < inject_chance."""
+        return self.inject_chance >= 1.0 or gate_uniform(self.seed, step) < self.inject_chance
 
     def window_frames(self, pattern: DelayPattern | float) -> tuple[int | None, int | None]:
         """[start, end) in frames (`DelayPattern.frame_at`: the first frame at or after each time;
@@ -263,6 +344,8 @@ class Intervention:
             )
         if not torch.isfinite(vec).all():
             raise ValueError("the steering vector contains NaN or inf")
+        if self.monitor is not None and self.monitor.d != width:
+            raise ValueError(f"the monitor's probe has width {self.monitor.d} but site {s.name!r} ({name}) needs {s.width_axis}={width}")
         if check_hash and sv is not None:
             check_model(model, sv.model_hash, sv.weights_hash, f"steering vector {sv.concept!r}")
         if self.mode != "add" and float(vec.float().norm()) == 0.0:
@@ -304,6 +387,10 @@ class Plan:
 
     def fires(self, step: int) -> bool:
         """Whether the intervention fires at generation step `step` (the module docstring)."""
+        return self.periodic(step) and self.iv.gate(step)
+
+    def periodic(self, step: int) -> bool:
+        """`fires` without the stochastic gate (every / offset / count only)."""
         iv = self.iv
         if iv.count == "calls":
             return ((step + iv.prefill_calls) * self.shared + self.slot) % iv.every == iv.offset
@@ -320,10 +407,11 @@ class Plan:
         return iv.every // math.gcd(self.shared, iv.every) if iv.count == "calls" else iv.every
 
     def first_firing(self, lo: int, hi: int) -> int | None:
-        """The first step in [lo, hi) at which it fires (then every `period` steps), or None."""
+        """The first step in [lo, hi) at which it fires periodically (then every `period` steps), or
+        None; the stochastic gate is applied on top (`fires`)."""
         if self.iv.count == "steps":
             lo = max(lo, self.iv.offset)
-        return next((s for s in range(lo, min(hi, lo + self.period)) if self.fires(s)), None)
+        return next((s for s in range(lo, min(hi, lo + self.period)) if self.periodic(s)), None)
 
 
 def share_call_counters(plans: Sequence[Plan]) -> list[Plan]:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["METHODS", "SteeringVector", "steerable_site"]
 
-METHODS = ("probe", "diff_means", "class_mean", "pca", "combined", "manual")
+METHODS = ("probe", "diff_means", "class_mean", "pca", "combined", "manual", "rfm", "sae")
 _FORMAT = "musicgen_lens.SteeringVector/1"
 
 
@@ -463,3 +463,32 @@ class SteeringVector:
         dtype = torch.as_tensor(acts_pos).dtype
         dtype = dtype if dtype.is_floating_point else torch.float32
         return cls._made(v.to(dtype), "pca", model, model_hash, site=site, layer=layer, head=head, concept=concept, metadata=meta)
+
+    @classmethod
+    def from_rfm(cls, probe: Any = None, acts: Any = None, labels: Any = None, *, rank: int = 0, **kwargs: Any) -> "SteeringVector":
+        """The AGOP eigenvector of rank `rank` (0 = top) of a fitted `musicgen_lens.rfm.RFMProbe`
+        (or of one fitted on acts, labels), signed towards the concept; method="rfm". Keyword
+        arguments as `musicgen_lens.rfm.rfm_directions` (site, layer, target, model, ...)."""
+        from musicgen_lens.rfm import rfm_directions
+
+        return rfm_directions(probe, acts, labels, k=rank + 1, **kwargs)[rank]
+
+    @classmethod
+    def from_sae(cls, sae: Any, feature: int, *, site: str, layer: int, head: int | None = None, concept: str | None = None,
+                 model: "HookedMusicGen | None" = None, model_hash: str | None = None, normalize: bool = True,
+                 metadata: dict[str, Any] | None = None) -> "SteeringVector":
+        """A sparse autoencoder feature's decoder direction W_dec[feature] (unit norm unless
+        normalize=False); method="sae". `sae` is a `musicgen_lens.sae.SAE` (or anything with a
+        W_dec [d_sae, d_in])."""
+        W = torch.as_tensor(sae.W_dec).detach()
+        if W.ndim != 2 or not (_is_int(feature) and 0 <= feature < W.shape[0]):
+            raise ValueError(f"feature must be an int in [0, {W.shape[0]}) (the SAE's latents), got {feature!r}")
+        v = W[int(feature)].float()
+        norm = float(v.norm())
+        if normalize:
+            if norm == 0:
+                raise ValueError(f"feature {feature} has a zero decoder row")
+            v = v / norm
+        meta = {"feature": int(feature), "decoder_norm": norm, "d_sae": int(W.shape[0]), **dict(getattr(sae, "metadata", {}) or {}), **(metadata or {})}
+        return cls._made(v, "sae", model, model_hash, site=site, layer=layer, head=head,
+                         concept=concept if concept is not None else f"sae_feature_{int(feature)}", metadata=meta)
