@@ -413,9 +413,11 @@ def test_cli_generate_with_melody(checkpoint_dir, tmp_path, capsys):
     assert rc == 0 and out.exists() and "wrote" in capsys.readouterr().out
     audio, sr = sf.read(out)
     assert sr == SR and len(audio) == int(0.2 * 50) * 160  # 10 frames of 160 samples
-    with pytest.raises(SystemExit, match="needs a MusicGen-melody checkpoint"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # a usage error (exit 2), said on stderr before any generation
         main(["generate", "rock", "--melody", str(melody), "--model", checkpoint_dir("base"), "--duration", "0.1",
               "--out", str(tmp_path / "x.wav"), "--device", "cpu"])
+    assert exit_.value.code == 2 and "needs a MusicGen-melody checkpoint" in capsys.readouterr().err
 
 
 def test_transformer_lens_decompositions_refuse_melody_clearly(mel):
