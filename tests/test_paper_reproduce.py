@@ -85,3 +85,15 @@ def test_reproduce_cli_end_to_end_and_resume(tmp_path, checkpoint_dir, judges, m
     monkeypatch.setattr(HookedMusicGen, "generate", lambda *a, **k: pytest.fail("a finished stage ran again"))
     assert main(argv) == 0
     assert (out / "report.md").read_text() == report
+
+
+def test_gpu_benchmark_smoke_on_cpu():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_paper_pipeline.py"
+    spec = importlib.util.spec_from_file_location("gpu_paper_pipeline", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.run(["--device", "cpu", "--tiny", "--dtype", "fp32"])
+    assert out["collect_items_per_s"] > 0 and out["hf_generate_steps_per_s"] > 0
