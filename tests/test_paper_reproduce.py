@@ -58,6 +58,13 @@ def test_sources_labels_csv_and_dataset_rows(tmp_path):
     rows = [{"audio": {"array": np.zeros(16000, np.float32) + 0.1, "sampling_rate": 16000}, "genre": "jazz"}]
     items = segment_items(load_tracks(rows), 8000, seconds=0.5)
     assert len(items) == 2 and items[0].text == "Generate jazz music continuing the given audio" and items[0].audio.shape == (1, 4000)
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict(
+        {"audio": [{"array": np.full(8000, 0.1, np.float32), "sampling_rate": 8000}] * 2, "label": [0, 1]},
+        features=datasets.Features({"audio": {"array": datasets.Sequence(datasets.Value("float32")), "sampling_rate": datasets.Value("int64")},
+                                    "label": datasets.ClassLabel(names=["Rock", "Jazz"])}),
+    )
+    assert [t.genre for t in load_tracks(ds, genres=["jazz"])] == ["jazz"]
 
 
 def test_reproduce_cli_end_to_end_and_resume(tmp_path, checkpoint_dir, judges, monkeypatch, capsys):

@@ -164,7 +164,7 @@ def reproduce(
     from musicgen_lens.paper.probes import compare_probes
 
     kinds = list(dict.fromkeys([*s.probe_kinds, s.steer_kind]))
-    probe_key = _key(acts=act_key, kinds=kinds, seeds=list(s.probe_seeds), lrs=list(s.probe_lrs), epochs=s.probe_epochs)
+    probe_key = _key(acts=act_key, kinds=kinds, steer_kind=s.steer_kind, seeds=list(s.probe_seeds), lrs=list(s.probe_lrs), epochs=s.probe_epochs)
     pdir = out / "probes" / probe_key
     if not (pdir / "directions.npz").exists():
         res = compare_probes({h: store[h] for h in hooks}, y, kinds=kinds, seeds=s.probe_seeds, lrs=s.probe_lrs, epochs=s.probe_epochs)
@@ -221,7 +221,7 @@ def reproduce(
         return summary
 
     # 5. judge
-    judge_file = out / "judge" / f"{_key(steer=steer_key, tagger=s.tagger, clap=s.clap)}.json"
+    judge_file = out / "judge" / f"{_key(steer=steer_key, cells=[c['name'] for c in cells], tagger=s.tagger, clap=s.clap)}.json"
     if not judge_file.exists():
         rows = _judge(m, cells, s, genres, judge_device)
         _write_json(judge_file, rows)
