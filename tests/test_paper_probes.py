@@ -11,7 +11,7 @@ from musicgen_lens.paper.probes import (
 )
 
 
-def _planted(n=120, d=16, k=4, seed=0):
+def _planted(n=80, d=12, k=4, seed=0):
     rng = np.random.default_rng(seed)
     dirs = np.linalg.qr(rng.normal(size=(d, k)))[0].T
     y = np.repeat(np.arange(k), n // k)
@@ -23,7 +23,7 @@ def _planted(n=120, d=16, k=4, seed=0):
 def test_compare_reports_same_metrics_for_every_kind():
     X, y = _planted()
     acts = {"blocks.0.hook_resid_post": X, "blocks.1.hook_resid_post": np.random.default_rng(1).normal(size=X.shape)}
-    res = compare_probes(acts, y, kinds=("mse", "ordinal", "ce", "logistic"), seeds=(0, 1), lrs=(5e-2,), epochs=200)
+    res = compare_probes(acts, y, kinds=("mse", "ordinal", "ce", "logistic"), seeds=(0, 1), lrs=(5e-2,), epochs=150)
     assert {(r["layer"], r["kind"]) for r in res.table} == {(l, k) for l in (0, 1) for k in ("mse", "ordinal", "ce", "logistic")}
     good = {r["kind"]: r for r in res.table if r["layer"] == 0}
     for kind in ("mse", "ce", "logistic"):

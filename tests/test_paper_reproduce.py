@@ -102,5 +102,5 @@ def test_gpu_benchmark_smoke_on_cpu():
     spec = importlib.util.spec_from_file_location("gpu_paper_pipeline", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = bench.run(["--device", "cpu", "--tiny", "--dtype", "fp32"])
+    out = bench.run(["--device", "cpu", "--tiny", "--dtype", "fp32", "--items", "2", "--prompt-frames", "6", "--new-frames", "3"])
     assert out["collect_items_per_s"] > 0 and out["hf_generate_steps_per_s"] > 0
