@@ -71,3 +71,13 @@ def test_old_pooling_meta_is_unchanged():
     assert Pooling("last").as_dict() == {"kind": "last", "window": None, "new_frames": 1, "branch": "cond", "guidance_scale": 3.0}
     with pytest.raises(ValueError, match="steps"):
         Pooling("last", steps="max")
+
+
+def test_collection_follows_model_dtype(checkpoint_dir, tmp_path):
+    from musicgen_lens import HookedMusicGen
+
+    bf16 = HookedMusicGen.from_pretrained(checkpoint_dir(), device="cpu", dtype=torch.bfloat16)
+    items = _items(bf16, 2)
+    store = cache_activations(bf16, items, tmp_path / "h", [HOOK], pooling=Pooling.paper(2, batch_size=2, branch="both"), progress=False)
+    rows = np.asarray(store[HOOK])
+    assert rows.dtype == np.float32 and rows.shape == (2, bf16.cfg.d_model) and np.isfinite(rows).all()
