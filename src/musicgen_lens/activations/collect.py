@@ -42,13 +42,28 @@ POOLINGS = ("mean", "frames", "last")
 @dataclass(frozen=True)
 class Pooling:
     """How positions become rows: 'mean' over frames, 'frames' (one row per frame), a
-    [t0, t1) window in seconds (mean), or 'last' (final step while generating a continuation)."""
+    [t0, t1) window in seconds (mean), or 'last' (while generating a continuation of the item).
+
+    For 'last' (the paper's collection: the item's audio is the prompt, its text the
+    conditioning, and `new_frames` frames are generated): `steps="last"` keeps the final
+    generation step's activation (the last position it processed), `steps="mean"` the mean over
+    every generation step's last position (one per new position, prefill included). `do_sample`
+    with `seed`: item i (its index in the dataset) is generated with seed `seed + i`, so a row
+    does not depend on the batch it ran in. `batch_size` items run in one `generate` call
+    (items of one prompt length; the rest in smaller calls). `branch` picks the CFG rows.
+    `Pooling.paper()` is the authors' setting (512 sampled frames, CFG 3, last step, cond).
+    """
 
     kind: str = "mean"
     window: tuple[float, float] | None = None
     new_frames: int = 1  # for 'last': frames generated after the prompt
     branch: str = "cond"  # for 'last': which CFG branch(es) to store
     guidance_scale: float = 3.0
+    steps: str = "last"  # for 'last': "last" generation step, or "mean" over all steps
+    do_sample: bool = False
+    seed: int = 0
+    top_k: int = 250
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in POOLINGS:
@@ -57,6 +72,12 @@ class Pooling:
             raise ValueError(f"window must satisfy 0 <= t0 < t1 seconds, got {self.window}")
         if self.branch not in ("cond", "uncond", "both"):
             raise ValueError(f"branch must be 'cond', 'uncond' or 'both', got {self.branch!r}")
+        if self.steps not in STEP_POOLINGS:
+            raise ValueError(f"steps must be one of {STEP_POOLINGS}, got {self.steps!r}")
+        if not (isinstance(self.new_frames, int) and self.new_frames >= 1):
+            raise ValueError(f"new_frames must be an int >= 1, got {self.new_frames!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
 
     @classmethod
     def parse(cls, pooling: "str | tuple[float, float] | Pooling") -> "Pooling":
@@ -66,8 +87,28 @@ class Pooling:
             return cls("mean", window=(float(pooling[0]), float(pooling[1])))
         return cls(pooling)
 
+    @classmethod
+    def paper(
+        cls, new_frames: int = 512, *, steps: str = "last", branch: str = "cond", guidance_scale: float = 3.0,
+        seed: int = 0, batch_size: int = 8, do_sample: bool = True, top_k: int = 250,
+    ) -> "Pooling":
+        """arXiv 2506.10225's collection: continue each prompt for `new_frames` sampled frames
+        (512 in the authors' code) with CFG 3 and keep the last step's conditional-branch
+        activations; `steps="mean"` averages over the new frames' steps instead."""
+        return cls("last", new_frames=new_frames, steps=steps, branch=branch, guidance_scale=guidance_scale, seed=seed,
+                   batch_size=batch_size, do_sample=do_sample, top_k=top_k)
+
     def as_dict(self) -> dict[str, Any]:
-        return self.__dict__ | {"window": list(self.window) if self.window else None}
+        # the fields added for paper-scale collection are recorded only when set, so stores
+        # written before them keep their meta.json (and resume)
+        out = {k: v for k, v in self.__dict__.items() if k not in _NEW_FIELDS or v != _NEW_FIELDS[k]}
+        # batch_size does not change the rows (per-item seeds): resuming with another is allowed
+        out.pop("batch_size", None)
+        return out | {"window": list(self.window) if self.window else None}
+
+
+STEP_POOLINGS = ("last", "mean")
+_NEW_FIELDS = {"steps": "last", "do_sample": False, "seed": 0, "top_k": 250, "batch_size": 1}
 
 
 def _poolable_site(model: "HookedMusicGen", hook: str) -> Site:
@@ -98,7 +139,7 @@ def _item_codes(model: "HookedMusicGen", item: Item) -> torch.Tensor:
 
 
 def _rows_for_item(
-    model: "HookedMusicGen", item: Item, sites: Mapping[str, Site], pooling: Pooling, conds: dict[str, Any]
+    model: "HookedMusicGen", item: Item, sites: Mapping[str, Site], pooling: Pooling, conds: dict[str, Any], index: int = 0
 ) -> tuple[dict[str, torch.Tensor], list[int] | None]:
     """Run one item; return {array name: [rows, ...]} and the frame index of each row.
 
@@ -114,7 +155,7 @@ def _rows_for_item(
                 conds[item.text] = model.condition([item.text])
         cond = conds[item.text]
     if pooling.kind == "last":
-        return _last_step_rows(model, codes, cond, sites, pooling), None
+        return _last_step_rows(model, codes, cond, sites, pooling, [pooling.seed + index])[0], None
     cond = model.resolve_cond(cond, 1)
     seq = model.pattern.apply(codes, model.cfg.pad_token_id)
     with torch.no_grad():
@@ -138,29 +179,67 @@ def _rows_for_item(
     return out, frames[keep].tolist() if pooling.kind == "frames" else None
 
 
-def _last_step_rows(model: "HookedMusicGen", prompt: torch.Tensor, cond: Any, sites: Mapping[str, Site], pooling: Pooling) -> dict[str, torch.Tensor]:
-    """The paper's collection: continue the prompt and keep the final step's activations."""
+def _last_step_rows(model: "HookedMusicGen", prompt: torch.Tensor, cond: Any, sites: Mapping[str, Site], pooling: Pooling, seeds: Sequence[int] | None = None) -> list[dict[str, torch.Tensor]]:
+    """The paper's collection: continue the prompts [batch, K, frames] and keep, per row, the
+    final step's activations (steps="last") or their mean over all steps (steps="mean").
+    Returns one {array name: [1, ...]} per row."""
+    batch = prompt.shape[0]
     grabbed: dict[str, torch.Tensor] = {}
+    mean = pooling.steps == "mean"
 
     def grab(act: torch.Tensor, hook: Any) -> None:
-        if hook.ctx.step == hook.ctx.n_steps - 1:
-            grabbed[hook.name] = act.select(sites[hook.name].pos_axis, -1).detach().clone()  # [rows, ...]
+        last = act.select(sites[hook.name].pos_axis, -1).detach()  # [rows, ...]
+        if mean:
+            acc = last.float()
+            grabbed[hook.name] = grabbed[hook.name] + acc if hook.name in grabbed else acc.clone()
+        elif hook.ctx.step == hook.ctx.n_steps - 1:
+            grabbed[hook.name] = last.clone()
 
+    if seeds is None:
+        seeds = [pooling.seed + i for i in range(batch)]
     model.generate(
         cond=cond, audio_prompt_codes=prompt, max_new_frames=pooling.new_frames, guidance_scale=pooling.guidance_scale,
-        do_sample=False, progress=False, fwd_hooks=[(h, grab) for h in sites],
+        do_sample=pooling.do_sample, top_k=pooling.top_k, seed=list(seeds) if pooling.do_sample else None, progress=False,
+        fwd_hooks=[(h, grab) for h in sites],
     )
-    out = {}
+    n_steps = model.pattern.length_for(prompt.shape[-1] + pooling.new_frames) - (prompt.shape[-1] + 1)
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(batch)]
     for hook in sites:
-        rows = grabbed[hook]
-        uncond = rows[rows.shape[0] // 2 :] if rows.shape[0] > 1 else None
-        if pooling.branch in ("cond", "both"):
-            out[hook] = rows[:1]
-        if pooling.branch in ("uncond", "both"):
-            if uncond is None:
-                raise ValueError("branch='uncond' needs guidance_scale > 1 (no unconditional rows otherwise)")
-            out[f"{hook}@uncond"] = uncond[:1]
+        rows = grabbed[hook] / n_steps if mean else grabbed[hook]
+        has_uncond = rows.shape[0] == 2 * batch
+        for b in range(batch):
+            if pooling.branch in ("cond", "both"):
+                out[b][hook] = rows[b : b + 1]
+            if pooling.branch in ("uncond", "both"):
+                if not has_uncond:
+                    raise ValueError("branch='uncond' needs guidance_scale > 1 (no unconditional rows otherwise)")
+                out[b][f"{hook}@uncond"] = rows[batch + b : batch + b + 1]
     return out
+
+
+def _continuation_batches(
+    model: "HookedMusicGen", chunk: list[tuple[int, Item]], sites: Mapping[str, Site], pooling: Pooling, conds: dict[Any, Any],
+) -> Iterator[tuple[list[int], list[dict[str, torch.Tensor]]]]:
+    """Run the chunk's items `pooling.batch_size` at a time (items of one prompt length and with or
+    without text together); yields (positions in the chunk, rows per item)."""
+    prompts = [_item_codes(model, item) for _, item in chunk]
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for j, ((_, item), codes) in enumerate(zip(chunk, prompts)):
+        groups.setdefault((codes.shape[-1], item.text is not None), []).append(j)
+    for (_, has_text), members in groups.items():
+        for lo in range(0, len(members), pooling.batch_size):
+            part = members[lo : lo + pooling.batch_size]
+            texts = tuple(chunk[j][1].text for j in part)
+            if has_text:
+                if texts not in conds:
+                    with torch.no_grad():
+                        conds[texts] = model.condition(list(texts))
+                cond = conds[texts]
+            else:
+                cond = model.resolve_cond(None, len(part))
+            codes = torch.cat([prompts[j] for j in part])
+            seeds = [pooling.seed + chunk[j][0] for j in part]
+            yield part, _last_step_rows(model, codes, cond, sites, pooling, seeds)
 
 
 def _provenance(model: "HookedMusicGen", hooks: Sequence[str], pooling: Pooling, shard_size: int) -> dict[str, Any]:
@@ -284,10 +363,17 @@ def _run_worker(
                     bar.update(len(chunk))
                     continue
             buffer = []
-            for (_, item), entry in zip(chunk, expected):
-                rows, frames = _rows_for_item(model, item, sites, pooling, conds)
-                buffer.append((entry, item, rows, frames))
-                bar.update(1)
+            if pooling.kind == "last":  # batched continuations
+                done: dict[int, dict[str, torch.Tensor]] = {}
+                for part, rows_list in _continuation_batches(model, chunk, sites, pooling, conds):
+                    done.update(zip(part, rows_list))
+                    bar.update(len(part))
+                buffer = [(entry, item, done[j], None) for j, ((_, item), entry) in enumerate(zip(chunk, expected))]
+            else:
+                for (i, item), entry in zip(chunk, expected):
+                    rows, frames = _rows_for_item(model, item, sites, pooling, conds, i)
+                    buffer.append((entry, item, rows, frames))
+                    bar.update(1)
             manifest.append(_write_shard(file, buffer))
     stale = sorted(n for n in on_disk if n >= n_chunks)
     if stale:
