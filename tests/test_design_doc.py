@@ -12,17 +12,19 @@ def _layout_modules() -> set[str]:
     doc = (ROOT / "docs" / "design.md").read_text()
     block = re.search(r"<!-- layout:start -->\n```\n(.*?)```\n<!-- layout:end -->", doc, re.S)
     assert block is not None, "docs/design.md lost its layout markers"
-    found, package = set(), None
+    found, stack = set(), []  # stack of (indent, "pkg/") for nested packages under src/musicgen_lens/
     for line in block.group(1).splitlines():
-        indent = len(line) - len(line.lstrip())
-        name = line.split()[0] if line.strip() else ""
-        if indent == 2 and name.endswith("/"):
-            package = name
-        elif indent == 2:
-            package = None
-            found.add(name)
-        elif indent == 4 and package:
-            found.add(package + name)
+        if not line.strip():
+            continue
+        indent, name = len(line) - len(line.lstrip()), line.split()[0]
+        if indent < 2:
+            stack = []
+            continue
+        stack = [(i, n) for i, n in stack if i < indent]
+        if name.endswith("/"):
+            stack.append((indent, name))
+        else:
+            found.add("".join(n for _, n in stack) + name)
     return found
 
 
