@@ -17,12 +17,17 @@ exactly the store an uninterrupted run makes. `shard=(i, n)` lets n processes fi
 checked is described in `musicgen_lens.activations.integrity`.
 
 Modules: `sources` (items and their digests), `collect` (`cache_activations`, pooling),
-`store` (`ActivationStore`, `merge`), `integrity` (provenance and checks).
+`store` (`ActivationStore`, `merge`), `integrity` (provenance and checks), `distributed`
+(`shard="auto"` under torchrun / accelerate).
 """
 
 from musicgen_lens.activations.collect import POOLINGS, Pooling, cache_activations
+from musicgen_lens.activations.distributed import distributed_shard, local_device
 from musicgen_lens.activations.integrity import StoreError
 from musicgen_lens.activations.sources import Item, items_from_folder
 from musicgen_lens.activations.store import ActivationStore, merge
 
-__all__ = ["ActivationStore", "Item", "Pooling", "POOLINGS", "StoreError", "cache_activations", "items_from_folder", "merge"]
+__all__ = [
+    "ActivationStore", "Item", "Pooling", "POOLINGS", "StoreError", "cache_activations", "distributed_shard", "items_from_folder",
+    "local_device", "merge",
+]

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from musicgen_lens._atomic import atomic_path, atomic_write_text, file_lock, remove_temps
+from musicgen_lens.activations.distributed import distributed_shard, wait_for_workers
 from musicgen_lens.activations.integrity import (
     FORMAT_VERSION,
     STORE_LOCK,
@@ -288,7 +289,7 @@ def cache_activations(
     *,
     pooling: "str | tuple[float, float] | Pooling" = "mean",
     shard_size: int = 256,
-    shard: tuple[int, int] = (0, 1),
+    shard: "tuple[int, int] | str" = (0, 1),
     labels: Sequence[Mapping[str, Any]] | None = None,
     progress: bool = True,
     overwrite: bool = False,
@@ -301,7 +302,9 @@ def cache_activations(
     the opened store when this call completes it (single worker), else None (run `merge`).
     `overwrite=True` empties the store first. A second process on the same worker waits up to
     `lock_timeout` seconds for the first (then finds its shards done); workers of one split
-    (`shard=(i, n)`) run side by side.
+    (`shard=(i, n)`) run side by side. `shard="auto"` takes (rank, world size) from a torchrun /
+    accelerate launch (`musicgen_lens.activations.distributed`): rank 0 waits for the others, merges
+    and returns the store; the other ranks return None.
     """
     hooks = list(hooks)
     if not hooks:
@@ -309,6 +312,11 @@ def cache_activations(
     sites = {hook: _poolable_site(model, hook) for hook in hooks}
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    launched = isinstance(shard, str)
+    if launched:
+        if shard != "auto":
+            raise ValueError(f"shard must be (i, n) or 'auto' (from torchrun/accelerate's environment), got {shard!r}")
+        shard = distributed_shard()
     worker, n_workers = shard
     if not 0 <= worker < n_workers:
         raise ValueError(f"shard=(i, n) needs 0 <= i < n, got {shard}")
@@ -329,6 +337,9 @@ def cache_activations(
         remove_temps(path / "shards", tag)  # a killed run's partial shards (only this worker writes them)
         _run_worker(model, items, path, sites, pooling, shard_size, worker, n_workers, progress)
     if n_workers == 1:
+        return merge(path, lock_timeout=lock_timeout)
+    if launched and worker == 0:
+        wait_for_workers(path, n_workers, lock_timeout)
         return merge(path, lock_timeout=lock_timeout)
     return None
 
