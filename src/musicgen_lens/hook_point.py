@@ -4,6 +4,11 @@ A hook that returns a tensor of another shape than the activation it was given (
 positions, a broadcastable batch, a transposed head axis) would otherwise flow on silently and
 give wrong numbers downstream; here it raises at once, naming the hook point and both shapes.
 Returning None (read-only hooks, caching) or the same shape is what hooks are for.
+
+Speed: a HookPoint with nothing attached returns its input directly, without going through
+`nn.Module.__call__` (about 10x cheaper; a step of musicgen-small calls ~600 of them).
+"Nothing attached" means no torch forward/backward (pre-)hooks on the module, which is where
+TransformerLens puts its hooks, and no global module hooks.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import functools
 from typing import Any, Callable, Literal
 
 import torch
+import torch.nn.modules.module as _torch_module
 from transformer_lens.hook_points import HookPoint as _TLHookPoint
 
 __all__ = ["HookPoint"]
@@ -40,8 +46,31 @@ class _ShapeChecked:
         return f"partial({self.fn.func!r},...)" if isinstance(self.fn, functools.partial) else repr(self.fn)
 
 
+def _global_hooks() -> bool:
+    m = _torch_module
+    return bool(
+        m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or m._global_backward_pre_hooks
+    )
+
+
 class HookPoint(_TLHookPoint):
     """A TransformerLens HookPoint whose forward hooks may not change the activation's shape."""
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        # identity with nothing attached: skip nn.Module.__call__'s hook machinery
+        if args or kwargs or self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks or _global_hooks():
+            return super().__call__(x, *args, **kwargs)
+        return x
+
+    def is_live(self) -> bool:
+        """Whether anything (a TransformerLens fwd/bwd hook, a torch hook, a global hook) would see this activation.
+
+        Components use it to pick a fused path when an intermediate (attention scores and
+        pattern, LayerNorm scale) that only exists for the hook need not be materialised."""
+        return bool(
+            self.fwd_hooks or self.bwd_hooks or self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+            or self._backward_pre_hooks or _global_hooks()
+        )
 
     def add_hook(
         self, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False, level: int | None = None,
