@@ -169,9 +169,13 @@ class Attention(nn.Module):
     def W_O(self) -> Float[torch.Tensor, "head_index d_head d_model"]:
         return einops.rearrange(self.W_O_T, "d (head e) -> head e d", head=self.cfg.n_heads)
 
-    def _project(self, x: Float[torch.Tensor, "batch pos d_model"], W_T: torch.Tensor, hook: HookPoint) -> Float[torch.Tensor, "batch head_index pos d_head"]:
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """x @ W.T for the weight called `name` (`musicgen_lens.fast.quantize_int8` swaps in int8 kernels here)."""
+        return F.linear(x, getattr(self, name))
+
+    def _project(self, x: Float[torch.Tensor, "batch pos d_model"], name: str, hook: HookPoint) -> Float[torch.Tensor, "batch head_index pos d_head"]:
         b, p, _ = x.shape
-        heads = F.linear(x, W_T).view(b, p, self.cfg.n_heads, -1)  # "batch pos (head e) -> batch pos head e"
+        heads = self._linear(x, name).view(b, p, self.cfg.n_heads, -1)  # "batch pos (head e) -> batch pos head e"
         return _heads_first(hook(heads))
 
     def forward(
@@ -181,13 +185,13 @@ class Attention(nn.Module):
         key_mask: Bool[torch.Tensor, "batch kv_pos"] | None = None,
         cache: LayerKVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        q = self._project(x, self.W_Q_T, self.hook_q)
+        q = self._project(x, "W_Q_T", self.hook_q)
         if cache is not None and cache.frozen:
             k, v = cache.read()
         else:
             source = x if kv_input is None else kv_input
-            k = self._project(source, self.W_K_T, self.hook_k)
-            v = self._project(source, self.W_V_T, self.hook_v)
+            k = self._project(source, "W_K_T", self.hook_k)
+            v = self._project(source, "W_V_T", self.hook_v)
             if cache is not None:
                 k, v = cache.append(k, v)
                 cache.frozen = self.cross
@@ -196,12 +200,15 @@ class Attention(nn.Module):
             z = self._explicit(q, k, v, masks)
         else:
             z = self._fused(q, k, v, masks)
+        return self._output(z)
+
+    def _output(self, z: Float[torch.Tensor, "batch head_index pos d_head"]) -> Float[torch.Tensor, "batch pos d_model"]:
         z = self.hook_z(_heads_first(z))  # [batch, pos, head, e]
         if self.cfg.use_attn_result:
             result = self.hook_result(einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q head d"))
             return result.sum(dim=-2)
         b, n_q = z.shape[:2]
-        return F.linear(z.reshape(b, n_q, -1), self.W_O_T)  # "batch q head e -> batch q (head e)"
+        return self._linear(z.reshape(b, n_q, -1), "W_O_T")  # "batch q head e -> batch q (head e)"
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: "_CrossMasks | None") -> torch.Tensor:
         """Scores and pattern materialised for their hooks: z [batch, head, q, e]."""
@@ -317,9 +324,13 @@ class MLP(nn.Module):
         return self.W_out_T.T
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(F.linear(x, self.W_in_T))
+        pre = self.hook_pre(self._linear(x, "W_in_T"))
         post = self.hook_post(self.act(pre))
-        return F.linear(post, self.W_out_T)
+        return self._linear(post, "W_out_T")
+
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """x @ W.T for the weight called `name` (`musicgen_lens.fast.quantize_int8` swaps in int8 kernels here)."""
+        return F.linear(x, getattr(self, name))
 
 
 class TransformerBlock(nn.Module):
