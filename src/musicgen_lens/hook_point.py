@@ -17,7 +17,12 @@ import functools
 from typing import Any, Callable, Literal
 
 import torch
-import torch.nn.modules.module as _torch_module
+from torch.nn.modules.module import (  # mutated in place by torch: holding the dicts is enough
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 from transformer_lens.hook_points import HookPoint as _TLHookPoint
 
 __all__ = ["HookPoint"]
@@ -47,10 +52,7 @@ class _ShapeChecked:
 
 
 def _global_hooks() -> bool:
-    m = _torch_module
-    return bool(
-        m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks or m._global_backward_pre_hooks
-    )
+    return bool(_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks)
 
 
 class HookPoint(_TLHookPoint):
@@ -58,7 +60,11 @@ class HookPoint(_TLHookPoint):
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         # identity with nothing attached: skip nn.Module.__call__'s hook machinery
-        if args or kwargs or self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks or _global_hooks():
+        d = self.__dict__
+        if (
+            args or kwargs or d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"] or d["_backward_pre_hooks"]
+            or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks
+        ):
             return super().__call__(x, *args, **kwargs)
         return x
 
