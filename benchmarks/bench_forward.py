@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--cache-pos", type=int, default=250, help="length of the run_with_cache(every hook) run")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (long lengths on a slow machine)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     hf = small_shaped_hf_model()
@@ -44,7 +45,7 @@ def main() -> None:
         }
         if pos == args.cache_pos:
             fns["cache"] = lambda: seconds(lambda: ours.run_with_cache(codes, cond))
-        for fn in fns.values():  # warm-up
+        for fn in fns.values() if not args.no_warmup else ():  # warm-up
             fn()
         t = alternate(fns, args.rounds, pick="min")
         cache = f"{t['cache'] / t['hf']:.2f}x" if "cache" in t else "-"

@@ -51,10 +51,6 @@ class _ShapeChecked:
         return f"partial({self.fn.func!r},...)" if isinstance(self.fn, functools.partial) else repr(self.fn)
 
 
-def _global_hooks() -> bool:
-    return bool(_global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks)
-
-
 class HookPoint(_TLHookPoint):
     """A TransformerLens HookPoint whose forward hooks may not change the activation's shape."""
 
@@ -73,9 +69,11 @@ class HookPoint(_TLHookPoint):
 
         Components use it to pick a fused path when an intermediate (attention scores and
         pattern, LayerNorm scale) that only exists for the hook need not be materialised."""
+        d = self.__dict__  # plain dict reads: this runs per LayerNorm / attention call
         return bool(
-            self.fwd_hooks or self.bwd_hooks or self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
-            or self._backward_pre_hooks or _global_hooks()
+            d["_forward_hooks"] or d["_backward_hooks"] or d["fwd_hooks"] or d["bwd_hooks"] or d["_forward_pre_hooks"]
+            or d["_backward_pre_hooks"] or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
+            or _global_backward_pre_hooks
         )
 
     def add_hook(
