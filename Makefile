@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# Every speed measurement as a ratio to Hugging Face, in one run (about 8 min on 2 idle cores):
+# Every speed measurement as a ratio to Hugging Face, in one run (sized for < 10 min on 2 idle cores):
 # forward at 250/500/1000/1500 positions (+ run_with_cache on every hook), generate batch 1/4 with
 # fp32/hooked/bf16/int8 and the memory bound, narrow-model host overhead, int8 accuracy.
 # The GPU set is separate: benchmarks/gpu_bench.py on a CUDA machine.
