@@ -26,10 +26,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# Every speed measurement as a ratio to Hugging Face, in one run (sized for < 10 min on 2 idle cores):
+# forward at 250/500/1000/1500 positions (+ run_with_cache on every hook), generate batch 1/4 with
+# fp32/hooked/bf16/int8 and the memory bound, narrow-model host overhead, int8 accuracy.
+# The GPU set is separate: benchmarks/gpu_bench.py on a CUDA machine.
+BENCH_ROUNDS ?= 2
 bench: $(VENV)/.installed
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_forward.py
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generate.py --bf16
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_activations.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_forward.py --rounds $(BENCH_ROUNDS)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generate.py --steps 30 --rounds $(BENCH_ROUNDS) --batches 1 4 --bf16 --int8
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_host.py --steps 60 --rounds 3
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_int8.py --steps 50
 
 # Rebuild the embedded toy model from scratch (about an hour on 2 CPU cores; resumable).
 train: $(VENV)/.installed

@@ -1,6 +1,8 @@
-"""Forward pass: ours vs Hugging Face, and ours with run_with_cache on every hook (ratios).
+"""Forward pass: ours vs Hugging Face at several lengths, and ours with run_with_cache on every hook (ratios).
 
-    .venv/bin/python benchmarks/bench_forward.py [--pos 250] [--rounds 5]
+    .venv/bin/python benchmarks/bench_forward.py [--pos 250 500 1000 1500] [--rounds 3]
+
+Best of `rounds` interleaved runs per implementation (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -19,35 +21,35 @@ from musicgen_lens import HookedMusicGen  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pos", type=int, default=250)
+    parser.add_argument("--pos", type=int, nargs="+", default=[250, 500, 1000, 1500])
+    parser.add_argument("--cache-pos", type=int, default=250, help="length of the run_with_cache(every hook) run")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up run (long lengths on a slow machine)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     hf = small_shaped_hf_model()
     ours = HookedMusicGen.from_hf(hf, device="cpu")
-    codes = torch.randint(0, 2048, (args.batch, 4, args.pos))
     text = torch.randint(0, 32000, (args.batch, 12))
     cond = ours.condition(input_ids=text)
     enc = hf.text_encoder(input_ids=text).last_hidden_state
-    flat = codes.reshape(-1, args.pos)
-
-    def run_hf() -> float:
-        return seconds(lambda: hf(encoder_outputs=(enc,), decoder_input_ids=flat))
-
-    def run_ours() -> float:
-        return seconds(lambda: ours(codes, cond))
-
-    def run_cache() -> float:
-        return seconds(lambda: ours.run_with_cache(codes, cond))
-
-    run_hf(), run_ours(), run_cache()  # warm-up
-    t = alternate({"hf": run_hf, "ours": run_ours, "ours_cache_all": run_cache}, args.rounds)
-    print(f"forward, batch {args.batch}, {args.pos} positions, musicgen-small shape, fp32, {torch.get_num_threads()} threads")
-    print("| run | seconds (median) | ratio to Hugging Face |")
-    print("|---|---|---|")
-    for name in ("hf", "ours", "ours_cache_all"):
-        print(f"| {name} | {t[name]:.3f} | {t[name] / t['hf']:.2f}x |")
+    print(f"forward, batch {args.batch}, musicgen-small shape, fp32, {torch.get_num_threads()} threads, best of {args.rounds}")
+    print("| positions | Hugging Face s | ours s | ours / HF time | ours run_with_cache (all hooks) / HF |")
+    print("|---|---|---|---|---|")
+    for pos in args.pos:
+        codes = torch.randint(0, 2048, (args.batch, 4, pos))
+        flat = codes.reshape(-1, pos)
+        fns = {
+            "hf": lambda: seconds(lambda: hf(encoder_outputs=(enc,), decoder_input_ids=flat)),
+            "ours": lambda: seconds(lambda: ours(codes, cond)),
+        }
+        if pos == args.cache_pos:
+            fns["cache"] = lambda: seconds(lambda: ours.run_with_cache(codes, cond))
+        for fn in fns.values() if not args.no_warmup else ():  # warm-up
+            fn()
+        t = alternate(fns, args.rounds, pick="min")
+        cache = f"{t['cache'] / t['hf']:.2f}x" if "cache" in t else "-"
+        print(f"| {pos} | {t['hf']:.3f} | {t['ours']:.3f} | {t['ours'] / t['hf']:.2f}x | {cache} |", flush=True)
 
 
 if __name__ == "__main__":

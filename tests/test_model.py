@@ -185,11 +185,15 @@ def test_text_changes_logits_and_conditioning_context(model):
 
 
 def test_identity_hook_is_bit_identical_and_ablation_changes(model):
+    from musicgen_lens.components import fused_kernels
+
     codes, cond = random_codes(model, pos=10), model.condition(PROMPTS)
-    base = model(codes, cond)
     every_hook = lambda name: True  # noqa: E731
-    same = model.run_with_hooks(codes, cond, fwd_hooks=[(every_hook, lambda act, hook: act)])
+    with fused_kernels(False):  # hooks on scores/pattern/scale switch to the explicit path: compare on it
+        base = model(codes, cond)
+        same = model.run_with_hooks(codes, cond, fwd_hooks=[(every_hook, lambda act, hook: act)])
     assert torch.equal(base, same)
+    torch.testing.assert_close(model(codes, cond), base, atol=1e-5, rtol=0)  # the fused path agrees
     zeroed = model.run_with_hooks(codes, cond, fwd_hooks=[("blocks.1.hook_mlp_out", lambda act, hook: torch.zeros_like(act))])
     assert not torch.allclose(base, zeroed)
 

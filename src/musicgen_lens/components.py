@@ -3,11 +3,19 @@
 Weights are stored the way TransformerLens stores them (W_Q [n_heads, d_model, d_head], ...),
 so that circuit analysis (OV/QK circuits, logit attribution) reads the same as on GPT-2.
 Every activation passes through a named HookPoint.
+
+Speed: hot paths use views (the einops strings stay as comments giving the shapes). Attention
+runs `F.scaled_dot_product_attention` unless a hook is live on that layer's `hook_attn_scores`
+or `hook_pattern` (run_with_cache on them counts: caching the pattern takes the explicit path,
+which materialises scores and pattern); LayerNorm runs `F.layer_norm` unless `hook_scale` is
+live. Both paths agree within fp32 rounding; the hooks, when live, see exactly what they did.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import einops
 import torch
@@ -19,6 +27,20 @@ from transformers.activations import ACT2FN
 from musicgen_lens.config import MusicGenConfig
 from musicgen_lens.hook_point import HookPoint
 from musicgen_lens.kv_cache import LayerKVCache
+
+_FUSED = [True]  # False: always the explicit paths (see `fused_kernels`)
+
+
+@contextmanager
+def fused_kernels(enabled: bool = True) -> Iterator[None]:
+    """`with fused_kernels(False):` runs every attention and LayerNorm on the explicit path (scores,
+    pattern and scale materialised), whatever hooks are live: bit-identical runs with and without
+    hooks, or a reference for the fused path."""
+    previous, _FUSED[0] = _FUSED[0], bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSED[0] = previous
 
 
 class Embed(nn.Module):
@@ -39,7 +61,7 @@ class Embed(nn.Module):
         # one gather over the flattened tables instead of K separate lookups
         offsets = torch.arange(K, device=codes.device).view(1, K, 1) * V1
         per_codebook = self.W_E.view(K * V1, -1)[codes + offsets]
-        return einops.rearrange(per_codebook, "batch k pos d -> batch pos k d")
+        return per_codebook.permute(0, 2, 1, 3)  # "batch k pos d -> batch pos k d"
 
 
 def sinusoidal_table(n_pos: int, d_model: int) -> Float[torch.Tensor, "n_pos d_model"]:
@@ -62,7 +84,8 @@ class PosEmbed(nn.Module):
         self.register_buffer("W_pos", sinusoidal_table(cfg.n_ctx, cfg.d_model).to(cfg.dtype), persistent=False)
 
     def forward(self, batch: int, pos: int, start: int = 0) -> Float[torch.Tensor, "batch pos d_model"]:
-        return einops.repeat(self.W_pos[start : start + pos], "pos d -> batch pos d", batch=batch)
+        # "pos d -> batch pos d" (a broadcast view, as einops.repeat gave)
+        return self.W_pos[start : start + pos].unsqueeze(0).expand(batch, -1, -1)
 
 
 class LayerNorm(nn.Module):
@@ -77,6 +100,9 @@ class LayerNorm(nn.Module):
         self.hook_normalized = HookPoint()  # [batch, pos, d_model]
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        if _FUSED[0] and not self.hook_scale.is_live():
+            # fused (one kernel instead of nine); the scale exists only for its hook
+            return self.hook_normalized(F.layer_norm(x, (x.shape[-1],), self.w, self.b, self.cfg.eps))
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt())
         return self.hook_normalized(x / scale * self.w + self.b)
@@ -94,7 +120,7 @@ def per_head_matmul(x: Float[torch.Tensor, "batch pos d_in"], W: Float[torch.Ten
     """
     b, p, d = x.shape
     out = torch.matmul(x.reshape(1, b * p, d), W)  # [head, b*p, d_out]
-    return einops.rearrange(out, "head (batch pos) e -> batch pos head e", batch=b)
+    return out.view(W.shape[0], b, p, -1).permute(1, 2, 0, 3)  # "head (batch pos) e -> batch pos head e"
 
 
 class Attention(nn.Module):
@@ -143,8 +169,13 @@ class Attention(nn.Module):
     def W_O(self) -> Float[torch.Tensor, "head_index d_head d_model"]:
         return einops.rearrange(self.W_O_T, "d (head e) -> head e d", head=self.cfg.n_heads)
 
-    def _project(self, x: Float[torch.Tensor, "batch pos d_model"], W_T: torch.Tensor, hook: HookPoint) -> Float[torch.Tensor, "batch head_index pos d_head"]:
-        heads = einops.rearrange(F.linear(x, W_T), "batch pos (head e) -> batch pos head e", head=self.cfg.n_heads)
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """x @ W.T for the weight called `name` (`musicgen_lens.fast.quantize_int8` swaps in int8 kernels here)."""
+        return F.linear(x, getattr(self, name))
+
+    def _project(self, x: Float[torch.Tensor, "batch pos d_model"], name: str, hook: HookPoint) -> Float[torch.Tensor, "batch head_index pos d_head"]:
+        b, p, _ = x.shape
+        heads = self._linear(x, name).view(b, p, self.cfg.n_heads, -1)  # "batch pos (head e) -> batch pos head e"
         return _heads_first(hook(heads))
 
     def forward(
@@ -154,44 +185,116 @@ class Attention(nn.Module):
         key_mask: Bool[torch.Tensor, "batch kv_pos"] | None = None,
         cache: LayerKVCache | None = None,
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        q = self._project(x, self.W_Q_T, self.hook_q)
+        q = self._project(x, "W_Q_T", self.hook_q)
         if cache is not None and cache.frozen:
             k, v = cache.read()
         else:
             source = x if kv_input is None else kv_input
-            k = self._project(source, self.W_K_T, self.hook_k)
-            v = self._project(source, self.W_V_T, self.hook_v)
+            k = self._project(source, "W_K_T", self.hook_k)
+            v = self._project(source, "W_V_T", self.hook_v)
             if cache is not None:
                 k, v = cache.append(k, v)
                 cache.frozen = self.cross
+        masks = _cross_masks(key_mask) if self.cross and key_mask is not None else None
+        if not _FUSED[0] or self.hook_attn_scores.is_live() or self.hook_pattern.is_live():
+            z = self._explicit(q, k, v, masks)
+        else:
+            z = self._fused(q, k, v, masks)
+        return self._output(z)
+
+    def _output(self, z: Float[torch.Tensor, "batch head_index pos d_head"]) -> Float[torch.Tensor, "batch pos d_model"]:
+        z = self.hook_z(_heads_first(z))  # [batch, pos, head, e]
+        if self.cfg.use_attn_result:
+            result = self.hook_result(einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q head d"))
+            return result.sum(dim=-2)
+        b, n_q = z.shape[:2]
+        return self._linear(z.reshape(b, n_q, -1), "W_O_T")  # "batch q head e -> batch q (head e)"
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: "_CrossMasks | None") -> torch.Tensor:
+        """Scores and pattern materialised for their hooks: z [batch, head, q, e]."""
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.cfg.d_head)  # [batch, head, q, k]
-        scores = self.hook_attn_scores(self._mask(scores, key_mask))
-        if key_mask is None:
+        scores = self.hook_attn_scores(self._mask(scores, masks))
+        if masks is None:
             pattern = torch.softmax(scores, dim=-1)
         else:
             # The null text of classifier-free guidance masks every key. Such rows attend nowhere
             # (pattern 0, output 0, as in Hugging Face where the masked values are zero); softmax
             # runs on finite zeros there so that gradients stay finite.
-            any_key = key_mask.any(dim=-1)[:, None, None, None]
-            pattern = torch.softmax(torch.where(any_key, scores, 0.0), dim=-1) * any_key
+            pattern = torch.softmax(torch.where(masks.any_key, scores, 0.0), dim=-1) * masks.any_key
         pattern = self.hook_pattern(pattern)
-        z = self.hook_z(_heads_first(torch.matmul(pattern, v)))  # [batch, pos, head, e]
-        if self.cfg.use_attn_result:
-            result = self.hook_result(einops.einsum(z, self.W_O, "batch q head e, head e d -> batch q head d"))
-            return result.sum(dim=-2)
-        return F.linear(einops.rearrange(z, "batch q head e -> batch q (head e)"), self.W_O_T)
+        return torch.matmul(pattern, v)
 
-    def _mask(self, scores: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, masks: "_CrossMasks | None") -> torch.Tensor:
+        """SDPA (no scores or pattern in memory): z [batch, head, q, e]."""
         if self.cross:
-            if key_mask is None:
+            if masks is None or masks.sdpa is None:
+                return F.scaled_dot_product_attention(q, k, v)
+            # rows with no key at all get an all-True mask (SDPA would give NaN) and are zeroed after
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=masks.sdpa)
+            return z if masks.all_rows_have_keys else z * masks.any_key
+        n_q, n_k = q.shape[-2], k.shape[-2]
+        if n_q == 1:
+            return F.scaled_dot_product_attention(q, k, v)  # one new position sees the whole cache
+        if n_q == n_k:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=~_future_mask(n_q, n_k, q.device))
+
+    def _mask(self, scores: torch.Tensor, masks: "_CrossMasks | None") -> torch.Tensor:
+        if self.cross:
+            if masks is None:
                 return scores
-            return scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+            return scores.masked_fill(masks.masked, float("-inf"))
         n_q, n_k = scores.shape[-2:]
         if n_q == 1:
             return scores  # one new position sees the whole cache
         # queries are the last n_q of n_k positions (the earlier ones may come from a cache)
-        causal = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril(diagonal=n_k - n_q)
-        return scores.masked_fill(~causal, float("-inf"))
+        return scores.masked_fill(_future_mask(n_q, n_k, scores.device), float("-inf"))
+
+
+_FUTURE: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+
+def _future_mask(n_q: int, n_k: int, device: torch.device) -> Bool[torch.Tensor, "n_q n_k"]:
+    """True above the causal diagonal (queries are the last n_q of n_k positions); built once per
+    shape and shared by every layer and call (it was allocated per layer per call)."""
+    key = (n_q, n_k, device)
+    mask = _FUTURE.get(key)
+    if mask is None:
+        if len(_FUTURE) >= 16:
+            _FUTURE.clear()
+        mask = _FUTURE[key] = torch.ones(n_q, n_k, dtype=torch.bool, device=device).triu(diagonal=n_k - n_q + 1)
+    return mask
+
+
+class _CrossMasks:
+    """What cross-attention derives from a text key mask, computed once per mask rather than per
+    layer per step: the masked keys, the rows with any key, and SDPA's mask."""
+
+    __slots__ = ("source", "version", "masked", "any_key", "sdpa", "all_rows_have_keys")
+
+    def __init__(self, key_mask: Bool[torch.Tensor, "batch kv_pos"]):
+        self.source, self.version = key_mask, key_mask._version
+        self.masked = ~key_mask[:, None, None, :]  # [batch, 1, 1, kv_pos]
+        any_key = key_mask.any(dim=-1)
+        self.any_key = any_key[:, None, None, None]
+        # one host sync per conditioning (not per step): can SDPA skip the mask / the zeroing?
+        self.all_rows_have_keys = bool(any_key.all())
+        if self.all_rows_have_keys and bool(key_mask.all()):
+            self.sdpa = None
+        else:
+            self.sdpa = (key_mask | ~any_key[:, None])[:, None, None, :]
+
+
+_CROSS: list[_CrossMasks] = []
+
+
+def _cross_masks(key_mask: torch.Tensor) -> _CrossMasks:
+    # one slot: every layer of a forward, and every step of a generation, pass the same mask tensor
+    if _CROSS and _CROSS[0].source is key_mask and _CROSS[0].version == key_mask._version:
+        return _CROSS[0]
+    masks = _CrossMasks(key_mask)
+    _CROSS[:] = [masks]
+    return masks
 
 
 class MLP(nn.Module):
@@ -221,9 +324,13 @@ class MLP(nn.Module):
         return self.W_out_T.T
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch pos d_model"]:
-        pre = self.hook_pre(F.linear(x, self.W_in_T))
+        pre = self.hook_pre(self._linear(x, "W_in_T"))
         post = self.hook_post(self.act(pre))
-        return F.linear(post, self.W_out_T)
+        return self._linear(post, "W_out_T")
+
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """x @ W.T for the weight called `name` (`musicgen_lens.fast.quantize_int8` swaps in int8 kernels here)."""
+        return F.linear(x, getattr(self, name))
 
 
 class TransformerBlock(nn.Module):
@@ -284,7 +391,10 @@ class Unembed(nn.Module):
         self.W_U = nn.Parameter(torch.empty(cfg.n_codebooks, cfg.d_model, cfg.d_vocab, dtype=cfg.dtype))
 
     def forward(self, x: Float[torch.Tensor, "batch pos d_model"]) -> Float[torch.Tensor, "batch n_codebooks pos d_vocab"]:
-        return einops.rearrange(per_head_matmul(x, self.W_U), "batch pos k v -> batch k pos v")
+        b, p, d = x.shape
+        out = torch.matmul(x.reshape(1, b * p, d), self.W_U)  # [k, b*p, v]
+        # per_head_matmul, then "batch pos k v -> batch k pos v", in one view
+        return out.view(self.W_U.shape[0], b, p, -1).transpose(0, 1)
 
 
 class CondProjection(nn.Module):

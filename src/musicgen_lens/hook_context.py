@@ -44,6 +44,10 @@ class HookContext:
     step: int = 0  # generation step: 0 is the prefill (BOS and any audio prompt)
     n_steps: int = 0
     prefix: int = 0  # melody models: conditioning positions prepended to the codes
+    # Static-shape (CUDA-graph) decode steps only (`musicgen_lens.fast`): the step's first position as a
+    # device tensor, so that `positions` / `frames` / `seconds` are computed on the device and a
+    # captured graph reads the current step's time at every replay. None otherwise.
+    device_start: Int[torch.Tensor, ""] | None = None
 
     @property
     def frame_rate(self) -> float:
@@ -55,6 +59,8 @@ class HookContext:
 
     @property
     def positions(self) -> Int[torch.Tensor, "pos"]:
+        if self.device_start is not None:
+            return self.device_start + torch.arange(self.length, device=self.device_start.device)
         device = self.uncond.device if self.uncond is not None else None
         return torch.arange(self.start, self.start + self.length, device=device)
 
@@ -77,9 +83,11 @@ class HookContext:
     def enter(self, *, start: int, length: int, uncond: torch.Tensor, prefix: int, step: int | None = None, n_steps: int = 0) -> None:
         """Set by the model at the start of a forward call; `step` None means a plain forward."""
         self.start, self.length, self.uncond, self.prefix = start, length, uncond, prefix
+        self.device_start = None
         self.generating = step is not None
         self.step, self.n_steps = (step, n_steps) if step is not None else (0, 0)
 
     def reset(self) -> None:
         self.start, self.length, self.uncond, self.prefix = 0, 0, None, 0
+        self.device_start = None
         self.generating, self.step, self.n_steps = False, 0, 0

@@ -4,6 +4,11 @@ A hook that returns a tensor of another shape than the activation it was given (
 positions, a broadcastable batch, a transposed head axis) would otherwise flow on silently and
 give wrong numbers downstream; here it raises at once, naming the hook point and both shapes.
 Returning None (read-only hooks, caching) or the same shape is what hooks are for.
+
+Speed: a HookPoint with nothing attached returns its input directly, without going through
+`nn.Module.__call__` (about 10x cheaper; a step of musicgen-small calls ~600 of them).
+"Nothing attached" means no torch forward/backward (pre-)hooks on the module, which is where
+TransformerLens puts its hooks, and no global module hooks.
 """
 
 from __future__ import annotations
@@ -12,6 +17,12 @@ import functools
 from typing import Any, Callable, Literal
 
 import torch
+from torch.nn.modules.module import (  # mutated in place by torch: holding the dicts is enough
+    _global_backward_hooks,
+    _global_backward_pre_hooks,
+    _global_forward_hooks,
+    _global_forward_pre_hooks,
+)
 from transformer_lens.hook_points import HookPoint as _TLHookPoint
 
 __all__ = ["HookPoint"]
@@ -42,6 +53,28 @@ class _ShapeChecked:
 
 class HookPoint(_TLHookPoint):
     """A TransformerLens HookPoint whose forward hooks may not change the activation's shape."""
+
+    def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        # identity with nothing attached: skip nn.Module.__call__'s hook machinery
+        d = self.__dict__
+        if (
+            args or kwargs or d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"] or d["_backward_pre_hooks"]
+            or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks
+        ):
+            return super().__call__(x, *args, **kwargs)
+        return x
+
+    def is_live(self) -> bool:
+        """Whether anything (a TransformerLens fwd/bwd hook, a torch hook, a global hook) would see this activation.
+
+        Components use it to pick a fused path when an intermediate (attention scores and
+        pattern, LayerNorm scale) that only exists for the hook need not be materialised."""
+        d = self.__dict__  # plain dict reads: this runs per LayerNorm / attention call
+        return bool(
+            d["_forward_hooks"] or d["_backward_hooks"] or d["fwd_hooks"] or d["bwd_hooks"] or d["_forward_pre_hooks"]
+            or d["_backward_pre_hooks"] or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
+            or _global_backward_pre_hooks
+        )
 
     def add_hook(
         self, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False, level: int | None = None,
