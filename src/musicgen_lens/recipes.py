@@ -96,13 +96,16 @@ def concept_vector(
     test_fraction: float = 0.15,
     probe: LinearProbe | None = None,
     method: str = "probe",
+    head: int | None = None,
 ) -> ConceptVector:
     """A steering vector from clips with (+1) and without (-1) a concept.
 
     method "probe" is the paper's: the unit direction of a bias-free MSE regression probe.
     "diff_means" is mean(+1) − mean(−1) of the same pooled activations (music-mechint's
     vectors), unnormalised. Either way the probe is fitted on the same training clips, scores
-    the held-out ones (`accuracy`) and draws the score-over-time plots.
+    the held-out ones (`accuracy`) and draws the score-over-time plots. On a head site
+    ("attn.z") `head` picks the head: the vector is made from that head's slice [d_head] and
+    steers that head only.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -114,15 +117,21 @@ def concept_vector(
     with tempfile.TemporaryDirectory() as tmp:
         store = cache_activations(model, items, f"{tmp}/store", [hook], pooling=pooling, progress=False)
         X, y = np.asarray(store[hook]), store.labels("target").astype(float)
+    if X.ndim == 3:  # a head site: [clips, heads, d_head]
+        if head is None:
+            raise ValueError(f"site {site!r} is per head: pass head= (0..{X.shape[1] - 1})")
+        X = X[:, head]
+    elif head is not None:
+        raise ValueError(f"head= only applies to head sites such as 'attn.z', not {site!r}")
     n_test = max(1, int(round(test_fraction * len(y))))
     probe = probe or LinearProbe(task="regression", method="torch", bias=False, normalize="l2", lr=5e-2)
     probe.fit(X[:-n_test], y[:-n_test])
     accuracy = float(np.mean(np.sign(probe.decision_function(X[-n_test:]).ravel()) == y[-n_test:]))
     if method == "probe":
-        vector = SteeringVector.from_probe(probe, site=site, layer=layer, concept=concept, model=model)
+        vector = SteeringVector.from_probe(probe, site=site, layer=layer, head=head, concept=concept, model=model)
     else:
         train, labels = torch.tensor(X[:-n_test]), y[:-n_test]
-        vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, concept=concept, model=model)
+        vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, head=head, concept=concept, model=model)
     return ConceptVector(vector, probe, hook, accuracy)
 
 
