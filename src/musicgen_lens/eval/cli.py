@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from musicgen_lens.eval.judges import weights_fingerprint
+from musicgen_lens.provenance import weights_fingerprint as provenance_fingerprint
 from musicgen_lens.eval.measure import eval_codec, eval_prompts, eval_steering
 from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_table_markdown
 
@@ -74,6 +75,30 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
     return state
 
 
+_COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "n", "success_rate", "success_rate_se", "collapse_rate",
+            "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept")
+
+
+def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """The package asset `assets/toy/steering_defaults.json` from a results JSON: per target, the
+    recommended setting of its sweep (`recommend`; the trumpet -> violin sweep for "violin", each
+    demo's small sweep for the others), and the compact tables they came from. `fingerprint`:
+    `provenance.weights_fingerprint` of the measured model (what `recipes` checks)."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    if (results.get("sweep") or {}).get("rows"):
+        tables["violin"] = results["sweep"]["rows"]
+    for name, d in (results.get("demos") or {}).items():
+        rows = d.get("rows") or []
+        if rows and rows[0]["target"] not in tables and not rows[0]["audio_prompt"] and rows[0]["start"] == 2.0:
+            tables[rows[0]["target"]] = rows
+    rec = {t: recommend(rows) for t, rows in tables.items()}
+    return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
+            "rule": "highest verdict success rate with mean codebook-0 entropy ratio >= 0.8, Frechet check passed and "
+                    "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend)",
+            "recommended": {t: ({k: r.get(k) for k in _COMPACT} if r else None) for t, r in rec.items()},
+            "tables": {t: [{k: r.get(k) for k in _COMPACT} for r in rows] for t, rows in tables.items()}}
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The README's steering tables from a results JSON (`main`'s `--out`)."""
     out = []
@@ -115,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--sweep-n", type=int, default=16, help="seeds per setting of the sweep and the demos")
     p.add_argument("--demos", nargs="+", default=None, help=f"only these demos (of {', '.join(DEMOS)})")
+    p.add_argument("--defaults", default=None, help="also write the steering defaults asset (JSON) here")
     p.add_argument("--markdown", default=None, help="also write the README's steering tables (Markdown) here")
     args = p.parse_args(argv)
     args.what = args.what or list(PARTS)
@@ -162,4 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     if args.markdown:
         atomic_write_text(Path(args.markdown), markdown(results) + "\n")
+    if args.defaults:
+        atomic_write_text(Path(args.defaults), json.dumps(steering_defaults(results, provenance_fingerprint(model)), indent=1) + "\n")
     return 0

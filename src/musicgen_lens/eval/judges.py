@@ -272,12 +272,24 @@ def load_judge(stem: str, desc: dict[str, Any], directory: str | os.PathLike | N
     return ConceptClassifier.from_state(load(blob), record["judge"])
 
 
+# Judges shipped with the package (the clean ones of the toy model's world), keyed and checked
+# like the cache: a packaged judge is used only when its key (JUDGE_VERSION, the world, n, seed)
+# is exactly the one asked for and its safetensors pass the checksum; otherwise it is ignored.
+PACKAGED_JUDGES = Path(__file__).resolve().parent.parent / "assets" / "toy" / "judges"
+
+
 def _cached_judge(desc_kw: dict[str, Any], build: Any, cache: bool = True) -> ConceptClassifier:
-    """Load the judge `desc_kw` describes from the disk cache, or `build()` it and save it; a
-    missing file is built quietly, a corrupt or mismatched one is rebuilt with a warning."""
+    """Load the judge `desc_kw` describes from the package's shipped judges (`PACKAGED_JUDGES`)
+    or the disk cache, or `build()` it and save it; a missing file is built quietly, a corrupt
+    or mismatched one is rebuilt with a warning."""
     if not cache:
         return build()
     stem, desc = judge_key(**desc_kw)
+    if (PACKAGED_JUDGES / f"{stem}.json").exists():
+        try:
+            return load_judge(stem, desc, PACKAGED_JUDGES)
+        except Exception as e:  # another version of the world or a damaged file: fall through to the cache
+            warnings.warn(f"ignoring the packaged judge {stem}: {e}", RuntimeWarning, stacklevel=3)
     if (judge_cache_dir() / f"{stem}.json").exists():
         try:
             return load_judge(stem, desc)

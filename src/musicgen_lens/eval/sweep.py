@@ -56,6 +56,7 @@ def steering_sweep(
     audio_prompt: Any = None, audio_prompt_sr: int | None = None, n_clips: int = 24, clip_seconds: float = 3.0,
     judge: str = "clean", vector_seed: int = 0, tolerance: Tolerance = Tolerance(), n_reference: int = 100, batch_size: int = 16,
     skip: Iterable[str] = (), on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
+    return_audio: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure every (site, layer[, head], method, alpha) steering `source` -> `target` from `start`.
 
@@ -69,7 +70,9 @@ def steering_sweep(
     the prompt's end steers only the continuation. The vectors come from `n_clips` clips each side
     (`recipes._specs` under `vector_seed`, `vector_seed` + 1: the recipes' clips). `judge`: "clean" or "codec"
     (`codec_classifier`). `skip`: setting keys (`setting_key`) already measured; `on_row` is
-    called with each new row (a resumable caller saves it there).
+    called with each new row (a resumable caller saves it there). `return_audio` adds
+    "audio_unsteered" / "audio_steered" (mono clips from `start`, [n] lists) and "codes_unsteered"
+    / "codes_steered" to each row (not JSON-able; for plots and listening).
 
     Rows: setting (site, layer, head, method, mode, alpha, key), n, success_rate[_se] (the
     verdict's, 0 when the set fails the Fréchet check), success_rate_per_clip, collapse_rate[_se],
@@ -140,6 +143,8 @@ def steering_sweep(
                        concept=concept, source=source, target=target, prompt=prompt, start=start, duration=duration,
                        judge=judge, audio_prompt=audio_prompt is not None, probe_accuracy=cv.accuracy, **row, **baseline)
             row["key"] = setting_key(row)
+            if return_audio:
+                row.update(audio_unsteered=audio0, audio_steered=audio, codes_unsteered=codes0, codes_steered=codes)
             if progress:
                 print(f"{row['key']}: success {row['success_rate']:.2f} ± {row['success_rate_se']:.2f}, collapse "
                       f"{row['collapse_rate']:.2f}, heard {row['heard_rate']:.2f}, entropy x{row['entropy_ratio']:.2f}", flush=True)
