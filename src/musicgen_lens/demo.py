@@ -22,7 +22,7 @@ from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
 from musicgen_lens.eval import steering_sweep
-from musicgen_lens.recipes import default_setting
+from musicgen_lens.recipes import default_setting, stored_recommendation
 
 
 def _figure(before: np.ndarray, after: np.ndarray, sr: int, title: str):
@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         f"- style as prompted ({args.style}) in {round(row['kept_rate'] * n)}/{n} steered vs {round(row['kept_rate_unsteered'] * n)}/{n} unsteered",
         f"- codebook-0 entropy steered / unsteered: {row['entropy_ratio']:.2f}; Fréchet distance to real clips steered / unsteered: "
         f"{row['frechet_ratio']:.2f}; codes before second {args.steer_from:g} bit-identical: {row['frames_before_start_identical']:.0%}",
+        "",
+        *([f"- the same setting in `make eval` (16 seeds, 0-15): success {rec['success_rate']:.2f} ± {rec['success_rate_se']:.2f}, "
+            f"collapse {rec['collapse_rate']:.2f}, heard {rec['heard_rate']:.2f}: {n} seeds are a small sample"]
+          if (rec := stored_recommendation(model, args.target)) and rec["key"] == row["key"] else []),
         "",
         "## what this means",
         "",
