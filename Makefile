@@ -39,7 +39,7 @@ train: $(VENV)/.installed
 # after every setting). Writes the README's tables (eval_results.md) and the recipes' stored defaults.
 eval: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m musicgen_lens.eval codec prompts sweep demos --out eval_results.json \
-		--markdown eval_results.md --defaults src/musicgen_lens/assets/toy/steering_defaults.json
+		--markdown eval_results.md --figure eval_sweep.png --defaults src/musicgen_lens/assets/toy/steering_defaults.json
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

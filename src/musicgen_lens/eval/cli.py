@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--sweep-n", type=int, default=16, help="seeds per setting of the sweep and the demos")
     p.add_argument("--demos", nargs="+", default=None, help=f"only these demos (of {', '.join(DEMOS)})")
+    p.add_argument("--figure", default=None, help="also plot the sweep (success vs entropy ratio) to this PNG")
     p.add_argument("--defaults", default=None, help="also write the steering defaults asset (JSON) here")
     p.add_argument("--markdown", default=None, help="also write the README's steering tables (Markdown) here")
     args = p.parse_args(argv)
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     if args.markdown:
         atomic_write_text(Path(args.markdown), markdown(results) + "\n")
+    if args.figure and (results.get("sweep") or {}).get("rows"):
+        from musicgen_lens.eval.sweep import sweep_figure
+
+        sweep_figure(results["sweep"]["rows"]).savefig(args.figure, dpi=110)
     if args.defaults:
         atomic_write_text(Path(args.defaults), json.dumps(steering_defaults(results, provenance_fingerprint(model)), indent=1) + "\n")
     return 0

@@ -199,8 +199,9 @@ def recommend(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(
 
 
 def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(), title: str = "") -> Any:
-    """Success rate (± SE) against the codebook-0 entropy ratio, one labelled point per setting;
-    the dashed line is the collapse tolerance and the recommended setting is circled."""
+    """Success rate (± SE) against the codebook-0 entropy ratio, one point per setting (labelled
+    when it has a success or mostly collapsed); the dashed line is the collapse tolerance and the
+    recommended setting is circled."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5.5), layout="constrained")
@@ -209,7 +210,8 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
     for r in table:
         ax.errorbar(r["entropy_ratio"], r["success_rate"], yerr=r["success_rate_se"], fmt=markers.get(r["method"], "^"),
                     color="tab:red" if r["collapse_rate"] > 0.25 else "tab:blue", alpha=0.8, capsize=2)
-        ax.annotate(r.get("key", setting_key(r)), (r["entropy_ratio"], r["success_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if r["success_rate"] > 0 or r["collapse_rate"] > 0.5:  # the rest pile up at 0: unlabelled
+            ax.annotate(r.get("key", setting_key(r)), (r["entropy_ratio"], r["success_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     best = recommend(table, tolerance)
     if best is not None:
         ax.plot(best["entropy_ratio"], best["success_rate"], "o", ms=16, mfc="none", mec="black")
