@@ -316,3 +316,21 @@ def test_the_kept_attribute_is_judged_against_the_unsteered_run_when_that_lacked
     assert steering_verdict("violin", "violin", kept_label="indian", kept_unsteered="indian", **kw).outcome == "success"
     assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="indian", **kw).outcome == "attribute_lost"
     assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="abstain", **kw).outcome == "success"
+
+
+def test_the_packaged_judges_are_the_ones_clean_classifier_asks_for(monkeypatch):
+    """make demo in a fresh clone: the shipped clean judges load (key and checksum) instead of being trained."""
+    import musicgen_lens.eval as ev
+    import musicgen_lens.eval.judges as judges
+
+    for concept in ("instrument", "style", "accompaniment"):
+        stem, desc = ev.judge_key(kind="clean", concept=concept, n=700, seed=1)
+        clf = ev.load_judge(stem, desc, judges.PACKAGED_JUDGES)
+        assert len(clf.classes_) >= 2
+    monkeypatch.setattr(judges, "_fit_judge", lambda *a, **k: pytest.fail("the packaged judge was not used"))
+    monkeypatch.setattr(judges, "_clean_features", lambda *a, **k: pytest.fail("the packaged judge was not used"))
+    ev.clean_classifier.cache_clear()
+    try:
+        assert ev.clean_classifier("style").classes_ is not None
+    finally:
+        ev.clean_classifier.cache_clear()
