@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-# 8 seeds of trumpet -> violin at the stored recommended setting, judged with the verdict (~1-2 min on 2 cores).
+# 8 seeds of trumpet -> violin at the stored recommended setting, judged with the verdict (20-110 s on 2 shared cores).
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(PY) -m musicgen_lens.demo --out $(DEMO_OUT)
 
