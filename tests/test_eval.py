@@ -122,10 +122,12 @@ def test_eval_main_keeps_finished_parts_and_starts_over_for_other_weights(tmp_pa
     import json
 
     import musicgen_lens.eval as ev
+    import musicgen_lens.eval.cli as cli
 
     calls = []
-    monkeypatch.setattr(ev, "eval_codec", lambda model: calls.append("codec") or {"instrument_reconstructed": 0.5})
-    monkeypatch.setattr(ev, "eval_prompts", lambda model: calls.append("prompts") or {"instrument_accuracy": 0.25})
+    # main looks the measurements up in musicgen_lens.eval.cli, where it lives
+    monkeypatch.setattr(cli, "eval_codec", lambda model: calls.append("codec") or {"instrument_reconstructed": 0.5})
+    monkeypatch.setattr(cli, "eval_prompts", lambda model: calls.append("prompts") or {"instrument_accuracy": 0.25})
     out = tmp_path / "results.json"
     argv = ["codec", "prompts", "--model", checkpoint_dir("base"), "--out", str(out)]
     assert ev.main(argv) == 0
@@ -286,8 +288,8 @@ def test_eval_steering_and_eval_prompts_report_quality_and_verdicts(model, monke
     from musicgen_lens.recipes import timbre_concept
 
     judges = {c: ev.clean_classifier(c, n=28, seed=1, cache=False) for c in ("instrument", "style")}
-    monkeypatch.setattr(ev, "clean_classifier", lambda concept="instrument": judges[concept])
-    monkeypatch.setattr(ev, "codec_classifier", lambda model, concept="instrument": judges[concept])
+    monkeypatch.setattr("musicgen_lens.eval.measure.clean_classifier", lambda concept="instrument": judges[concept])
+    monkeypatch.setattr("musicgen_lens.eval.measure.codec_classifier", lambda model, concept="instrument": judges[concept])
     concept = timbre_concept(model, "trumpet", "violin", n_clips=3, clip_seconds=0.5, method="diff_means")
     (r,) = ev.eval_steering(model, n=2, alphas=(1.0,), duration=1.0, start=0.5, concept=concept, n_reference=4)
     q = r["quality"]
@@ -314,3 +316,21 @@ def test_the_kept_attribute_is_judged_against_the_unsteered_run_when_that_lacked
     assert steering_verdict("violin", "violin", kept_label="indian", kept_unsteered="indian", **kw).outcome == "success"
     assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="indian", **kw).outcome == "attribute_lost"
     assert steering_verdict("violin", "violin", kept_label="rock", kept_unsteered="abstain", **kw).outcome == "success"
+
+
+def test_the_packaged_judges_are_the_ones_clean_classifier_asks_for(monkeypatch):
+    """make demo in a fresh clone: the shipped clean judges load (key and checksum) instead of being trained."""
+    import musicgen_lens.eval as ev
+    import musicgen_lens.eval.judges as judges
+
+    for concept in ("instrument", "style", "accompaniment"):
+        stem, desc = ev.judge_key(kind="clean", concept=concept, n=700, seed=1)
+        clf = ev.load_judge(stem, desc, judges.PACKAGED_JUDGES)
+        assert len(clf.classes_) >= 2
+    monkeypatch.setattr(judges, "_fit_judge", lambda *a, **k: pytest.fail("the packaged judge was not used"))
+    monkeypatch.setattr(judges, "_clean_features", lambda *a, **k: pytest.fail("the packaged judge was not used"))
+    ev.clean_classifier.cache_clear()
+    try:
+        assert ev.clean_classifier("style").classes_ is not None
+    finally:
+        ev.clean_classifier.cache_clear()

@@ -75,7 +75,7 @@ def test_steering_evaluation_compares_a_counterfactual_pair(toy):
     from musicgen_lens.eval import eval_steering
     from musicgen_lens.recipes import timbre_concept
 
-    concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0)
+    concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0, layer=3, method="probe")
     off, on = eval_steering(toy, alphas=(0.0, 2.0), n=2, duration=2.0, start=1.0, concept=concept, codec_judge=False)
     # alpha 0 is the identity intervention: one seed, one sample
     assert off["codes_kept_after_start"] == 1.0 and off["fidelity_drop"] == 0.0 and off["fidelity_drop_se"] == 0.0
@@ -116,11 +116,33 @@ def test_every_steering_verdict_is_also_given_by_the_codec_judge(toy, monkeypatc
     from musicgen_lens.recipes import timbre_concept
 
     # a codec judge that is the clean judge: the two sets of verdicts must agree key for key
-    monkeypatch.setattr(ev, "codec_classifier", lambda model, concept="instrument": ev.clean_classifier(concept))
-    concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0, method="diff_means")
+    monkeypatch.setattr("musicgen_lens.eval.measure.codec_classifier", lambda model, concept="instrument": ev.clean_classifier(concept))
+    concept = timbre_concept(toy, "trumpet", "violin", n_clips=4, clip_seconds=1.0, layer=3, method="diff_means")
     (result,) = ev.eval_steering(toy, alphas=(1.0,), n=2, duration=2.0, start=1.0, concept=concept)
     assert result["method"] == "diff_means" and result["mode"] == "add"
     judged = [k for k in result if k.endswith("_codec_judge") or "_codec_judge_" in k]
     assert len(judged) == 7
     for key in judged:
         assert result[key] == result[key.replace("_codec_judge", "")], key
+
+
+def test_the_recipes_defaults_are_the_stored_measurement_for_these_weights(toy, checkpoint_dir):
+    import json
+    import warnings
+
+    from musicgen_lens.provenance import weights_fingerprint
+    from musicgen_lens.recipes import STEERING_DEFAULTS, default_layer, default_setting, relative_depth_layer, stored_recommendation
+
+    stored = json.loads(STEERING_DEFAULTS.read_text())
+    assert stored["weights"] == weights_fingerprint(toy) and stored["recommended"]["violin"] is not None
+    rec = stored_recommendation(toy, "violin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # measured: no warning
+        d = default_setting(toy, "violin")
+    assert d["measured"] and (d["layer"], d["alpha"], d["method"], d["site"]) == (rec["layer"], rec["alpha"], rec["method"], rec["site"])
+    assert default_layer(toy) == rec["layer"]
+    # other weights of the same kind: the relative depth, with a warning
+    other = HookedMusicGen.from_pretrained(checkpoint_dir("base"))
+    assert stored_recommendation(other, "violin") is None
+    with pytest.warns(UserWarning, match="relative depth"):
+        assert default_layer(other) == relative_depth_layer(other)

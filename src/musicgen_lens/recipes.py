@@ -7,13 +7,30 @@ alpha 0.5 by default) and returns audio before/after plus a figure: spectrograms
 probe's score over time. On hub checkpoints (`facebook/musicgen-small`, layer ~18 of 24) these
 are the paper's experiments, with synthetic clips standing in for real recordings; offline they
 run on whatever model is loaded (on random weights they demonstrate the workflow only).
+
+Defaults (layer, alpha, method, site) come from measurement where there is one. On the
+embedded toy model they are the stored recommendation of `musicgen_lens.eval.steering_sweep`
+(`assets/toy/steering_defaults.json`, `stored_recommendation`): the setting with the highest
+success rate under the quality-guarded verdict (target heard, no collapse, the style kept),
+used only when the model's `provenance.weights_fingerprint` is the one it was measured on. On
+any other model (real MusicGen included) they fall back, with a warning, to the paper's
+relative depth (layers 17-21 of 24 -> 0.75 of the depth) and alpha 0.5 with the probe
+direction (norm-relative). That fallback is a starting point, not a measurement: the paper
+chose layers 17-21 and alpha 0.3-0.7 by probe accuracy, and on the toy model probe accuracy
+is 1.0 at every layer while most settings fail the verdict (the style flips or the music
+collapses into a drone). On real MusicGen run the sweep on the concept you steer
+(`steering_sweep(model, "trumpet", "violin", layers=range(14, 23), alphas=(0.3, 0.5, 0.7))`
+with a judge for real audio) and pass its `recommend(table)` setting explicitly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -31,9 +48,43 @@ if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
 
-def default_layer(model: "HookedMusicGen") -> int:
-    """The paper steers layers 17-21 of 24; keep the same relative depth on other models."""
+STEERING_DEFAULTS = Path(__file__).parent / "assets" / "toy" / "steering_defaults.json"
+
+
+def relative_depth_layer(model: "HookedMusicGen") -> int:
+    """The paper steers layers 17-21 of 24; the same relative depth (0.75) on another model."""
     return min(model.cfg.n_layers - 1, round(0.75 * model.cfg.n_layers))
+
+
+def stored_recommendation(model: "HookedMusicGen", target: str = "violin", path: str | Path | None = None) -> dict[str, Any] | None:
+    """The measured recommendation for steering towards `target` (site, layer, head, method,
+    mode, alpha, success_rate, ...) when `model` has the weights it was measured on, else None."""
+    from musicgen_lens.provenance import weights_fingerprint
+
+    path = Path(path) if path is not None else STEERING_DEFAULTS
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("weights") != weights_fingerprint(model):
+        return None
+    return (stored.get("recommended") or {}).get(target.lstrip("+"))
+
+
+def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str, Any]:
+    """site, layer, head, method, alpha to steer towards `target`: the stored recommendation
+    (`stored_recommendation`), else the paper's relative depth, probe, alpha 0.5, with a warning."""
+    rec = stored_recommendation(model, target)
+    if rec is not None:
+        return {k: rec[k] for k in ("site", "layer", "head", "method", "alpha")} | {"measured": True}
+    warnings.warn(f"no measured steering default for {target!r} on this model (weights fingerprint not in "
+                  f"{STEERING_DEFAULTS.name}): using the paper's relative depth (layer {relative_depth_layer(model)}), "
+                  "probe, alpha 0.5; measure with musicgen_lens.eval.steering_sweep", UserWarning, stacklevel=2)
+    return dict(site="resid_post", layer=relative_depth_layer(model), head=None, method="probe", alpha=0.5, measured=False)
+
+
+def default_layer(model: "HookedMusicGen", target: str = "violin") -> int:
+    """`default_setting(model, target)["layer"]`: measured on the toy model, relative depth elsewhere."""
+    return default_setting(model, target)["layer"]
 
 
 METHODS = ("probe", "diff_means")
@@ -96,17 +147,20 @@ def concept_vector(
     test_fraction: float = 0.15,
     probe: LinearProbe | None = None,
     method: str = "probe",
+    head: int | None = None,
 ) -> ConceptVector:
     """A steering vector from clips with (+1) and without (-1) a concept.
 
     method "probe" is the paper's: the unit direction of a bias-free MSE regression probe.
     "diff_means" is mean(+1) − mean(−1) of the same pooled activations (music-mechint's
     vectors), unnormalised. Either way the probe is fitted on the same training clips, scores
-    the held-out ones (`accuracy`) and draws the score-over-time plots.
+    the held-out ones (`accuracy`) and draws the score-over-time plots. On a head site
+    ("attn.z") `head` picks the head: the vector is made from that head's slice [d_head] and
+    steers that head only.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    layer = default_layer(model) if layer is None else layer
+    layer = default_setting(model, concept)["layer"] if layer is None else layer
     hook = hook_name(site, layer)
     items = _clip_items(model, positive, 1.0, text) + _clip_items(model, negative, -1.0, text)
     order = np.random.default_rng(0).permutation(len(items))
@@ -114,15 +168,21 @@ def concept_vector(
     with tempfile.TemporaryDirectory() as tmp:
         store = cache_activations(model, items, f"{tmp}/store", [hook], pooling=pooling, progress=False)
         X, y = np.asarray(store[hook]), store.labels("target").astype(float)
+    if X.ndim == 3:  # a head site: [clips, heads, d_head]
+        if head is None:
+            raise ValueError(f"site {site!r} is per head: pass head= (0..{X.shape[1] - 1})")
+        X = X[:, head]
+    elif head is not None:
+        raise ValueError(f"head= only applies to head sites such as 'attn.z', not {site!r}")
     n_test = max(1, int(round(test_fraction * len(y))))
     probe = probe or LinearProbe(task="regression", method="torch", bias=False, normalize="l2", lr=5e-2)
     probe.fit(X[:-n_test], y[:-n_test])
     accuracy = float(np.mean(np.sign(probe.decision_function(X[-n_test:]).ravel()) == y[-n_test:]))
     if method == "probe":
-        vector = SteeringVector.from_probe(probe, site=site, layer=layer, concept=concept, model=model)
+        vector = SteeringVector.from_probe(probe, site=site, layer=layer, head=head, concept=concept, model=model)
     else:
         train, labels = torch.tensor(X[:-n_test]), y[:-n_test]
-        vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, concept=concept, model=model)
+        vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, head=head, concept=concept, model=model)
     return ConceptVector(vector, probe, hook, accuracy)
 
 
@@ -211,20 +271,31 @@ def _specs(model: "HookedMusicGen", n: int, seed: int, duration_s: float, **spec
 
 def timbre_concept(
     model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
-    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, seed: int = 0, method: str = "probe",
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, seed: int = 0, method: str | None = None,
+    site: str | None = None, head: int | None = None,
 ) -> ConceptVector:
-    """The `target` direction from `target` (+1) vs `source` (-1) clips of one style."""
+    """The `target` direction from `target` (+1) vs `source` (-1) clips of one style; layer,
+    method, site and head default to `default_setting(model, target)`."""
+    d = default_setting(model, target) if None in (layer, method, site) else {}
+    layer = d["layer"] if layer is None else layer
+    method = d["method"] if method is None else method
+    if site is None:
+        site, head = d["site"], d["head"] if head is None else head
     pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
     neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
-    return concept_vector(model, pos, neg, layer=layer, concept=target, method=method)
+    return concept_vector(model, pos, neg, layer=layer, site=site, head=head, concept=target, method=method)
 
 
 def timbre_transfer(
     model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
-    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
-    start: float | None = None, duration: float = 5.0, seed: int = 0, prompt: str | None = None, method: str = "probe", **kw: Any,
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float | None = None,
+    start: float | None = None, duration: float = 5.0, seed: int = 0, prompt: str | None = None, method: str | None = None, **kw: Any,
 ) -> SteeringResult:
-    """The paper's trumpet -> violin (or -> xylophone): the prompt asks for `source`, steering adds `target`."""
+    """The paper's trumpet -> violin (or -> xylophone): the prompt asks for `source`, steering adds
+    `target`. layer / alpha / method default to `default_setting(model, target)` (measured on the
+    toy model; see the module docstring for real MusicGen)."""
+    if alpha is None:
+        alpha = default_setting(model, target)["alpha"]
     concept = timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=layer, seed=seed, method=method)
     prompt = prompt or f"{style} {source} melody"
     return steer_and_compare(model, prompt, concept, alpha=alpha, start=start, duration=duration, seed=seed, **kw)

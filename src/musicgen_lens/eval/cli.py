@@ -1,0 +1,198 @@
+"""`python -m musicgen_lens.eval`: the measurements the README reports, resumable.
+
+Parts: codec, prompts, steering (`eval_steering` at the CLI's alphas), sweep (`steering_sweep`
+trumpet -> violin over layers, sites, heads, methods and alphas: `SWEEP`) and demos (the
+paper's demos, each a small sweep at n seeds: `DEMOS`). The sweep and the demos save after every
+setting, so a stopped run resumes where it stopped; `--markdown` writes the README's tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from musicgen_lens.eval.judges import weights_fingerprint
+from musicgen_lens.provenance import weights_fingerprint as provenance_fingerprint
+from musicgen_lens.eval.measure import eval_codec, eval_prompts, eval_steering
+from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_table_markdown
+
+PARTS = ("codec", "prompts", "steering", "sweep", "demos")
+
+# trumpet -> violin: every layer on the residual stream, the attention output of the last two,
+# and each head's z of the last layer
+SWEEP: list[dict[str, Any]] = [
+    dict(sites=("resid_post",), layers=[2, 3, 1, 0], methods=("probe", "diff_means"), alphas=(0.25, 0.5, 1.0)),
+    dict(sites=("attn_out",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5, 1.0)),
+    dict(sites=("attn.z",), layers=[3], methods=("probe", "diff_means"), alphas=(1.0,)),
+]
+
+_DEMO_GRID = dict(sites=("resid_post",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5,))
+
+# name -> steering_sweep keywords; "audio_prompt" renders a clip of the world (`demo_audio_prompt`)
+DEMOS: dict[str, dict[str, Any]] = {
+    "violin_audio_prompt": dict(source="trumpet", target="violin", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID),
+    "xylophone_audio_prompt": dict(source="trumpet", target="xylophone", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID),
+    "xylophone_text": dict(source="trumpet", target="xylophone", **_DEMO_GRID),
+    "tabla": dict(concept="accompaniment", source="", target="tabla", instrument="flute", **_DEMO_GRID),
+    "electronic": dict(concept="style", source="classical", target="electronic", instrument="trumpet", **_DEMO_GRID),
+    "violin_from_second_5": dict(source="trumpet", target="violin", start=5.0, duration=10.0, sites=("resid_post",), layers=[2],
+                                 methods=("probe", "diff_means"), alphas=(0.5,)),
+    "rock_after_electronic": dict(concept="style", source="electronic", target="rock", instrument="trumpet", **_DEMO_GRID),
+}
+
+
+def demo_audio_prompt(model: Any, instrument: str, style: str = "classical", seconds: float = 2.0, seed: int = 7) -> Any:
+    """A clip of the world (`instrument`, `style`, with its backing) at the model's rate [1, samples]:
+    the source is the source by construction."""
+    import numpy as np
+
+    from musicgen_lens.data.synth import ClipSpec, render_clip
+
+    spec = ClipSpec(instrument=instrument, style=style, tempo_bpm=100.0, key="D", seed=seed, duration_s=seconds, sample_rate=model.sample_rate)
+    return np.asarray(render_clip(spec), dtype=np.float32)[None]
+
+
+def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: list[dict[str, Any]], **common: Any) -> dict[str, Any]:
+    """Rows of several sweeps sharing `common`, resumed from `state["rows"]`; `save()` after each row."""
+    state.setdefault("rows", [])
+    if state.get("done"):
+        return state
+    done = {r["key"] for r in state["rows"]}
+    kw = dict(common)
+    if isinstance(kw.get("audio_prompt"), str):
+        kw["audio_prompt"], kw["audio_prompt_sr"] = demo_audio_prompt(model, kw["audio_prompt"]), model.sample_rate
+
+    def add(row: dict[str, Any]) -> None:
+        state["rows"].append(row)
+        save()
+
+    for grid in grids:
+        steering_sweep(model, **kw, **grid, n=n, skip=done, on_row=add, progress=True)
+    state["recommended"] = recommend(state["rows"])
+    state["done"] = True
+    save()
+    return state
+
+
+_COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "n", "success_rate", "success_rate_se", "collapse_rate",
+            "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept")
+
+
+def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """The package asset `assets/toy/steering_defaults.json` from a results JSON: per target, the
+    recommended setting of its sweep (`recommend`; the trumpet -> violin sweep for "violin", each
+    demo's small sweep for the others), and the compact tables they came from. `fingerprint`:
+    `provenance.weights_fingerprint` of the measured model (what `recipes` checks)."""
+    tables: dict[str, list[dict[str, Any]]] = {}
+    if (results.get("sweep") or {}).get("rows"):
+        tables["violin"] = results["sweep"]["rows"]
+    for name, d in (results.get("demos") or {}).items():
+        rows = d.get("rows") or []
+        if rows and rows[0]["target"] not in tables and not rows[0]["audio_prompt"] and rows[0]["start"] == 2.0:
+            tables[rows[0]["target"]] = rows
+    rec = {t: recommend(rows) for t, rows in tables.items()}
+    return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
+            "rule": "highest verdict success rate with mean codebook-0 entropy ratio >= 0.8, Frechet check passed and "
+                    "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend)",
+            "recommended": {t: ({k: r.get(k) for k in _COMPACT} if r else None) for t, r in rec.items()},
+            "tables": {t: [{k: r.get(k) for k in _COMPACT} for r in rows] for t, rows in tables.items()}}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README's steering tables from a results JSON (`main`'s `--out`)."""
+    out = []
+    sweep = results.get("sweep")
+    if sweep and sweep.get("rows"):
+        r0 = sweep["rows"][0]
+        out += [f"Sweep: `{r0['prompt']}` steered towards {r0['target']} from second {r0['start']:g} of {r0['duration']:g}, "
+                f"n = {r0['n']} seeds per setting (unsteered: {r0['target']} heard {r0['heard_rate_unsteered']:.2f}, "
+                f"style kept {r0['kept_rate_unsteered']:.2f}); {'complete' if sweep.get('done') else 'INCOMPLETE (resumable)'}.", "",
+                sweep_table_markdown(sweep["rows"]), "", f"Recommended: `{(sweep.get('recommended') or {}).get('key')}`", ""]
+    for name, d in (results.get("demos") or {}).items():
+        if not d.get("rows"):
+            continue
+        r0 = d["rows"][0]
+        best = recommend(d["rows"])
+        out += [f"**{name}** (`{r0['prompt']}`{' + audio prompt' if r0['audio_prompt'] else ''} -> {r0['target'] or 'none'}, "
+                f"from second {r0['start']:g}, n = {r0['n']}; unsteered: target heard {r0['heard_rate_unsteered']:.2f}, "
+                f"kept {r0['kept_rate_unsteered']:.2f}){'' if d.get('done') else ' INCOMPLETE'}; best: `{best['key'] if best else None}`",
+                "", sweep_table_markdown(d["rows"]), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print (and save as JSON) the measurements the README reports for the toy model."""
+    import argparse
+
+    from musicgen_lens import HookedMusicGen
+    from musicgen_lens._atomic import atomic_write_text
+
+    p = argparse.ArgumentParser(prog="python -m musicgen_lens.eval", description=main.__doc__)
+    p.add_argument("what", nargs="*", help=f"any of {', '.join(PARTS)} (default: all)")
+    p.add_argument("--model", default="toy")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.5, 1.0], help="steering strength(s); one steering result per value")
+    p.add_argument("--method", choices=["probe", "diff_means"], nargs="+", default=["probe", "diff_means"],
+                   help="steering vector(s): the paper's probe direction (norm_relative) and/or a difference of means (add)")
+    p.add_argument("--mode", default=None, help="intervention mode (default: norm_relative for probe, add for diff_means)")
+    p.add_argument("--layer", type=int, default=None)
+    p.add_argument("--n", type=int, default=30, help="generations (seeds) per steering setting")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--sweep-n", type=int, default=16, help="seeds per setting of the sweep and the demos")
+    p.add_argument("--demos", nargs="+", default=None, help=f"only these demos (of {', '.join(DEMOS)})")
+    p.add_argument("--figure", default=None, help="also plot the sweep (success vs entropy ratio) to this PNG")
+    p.add_argument("--defaults", default=None, help="also write the steering defaults asset (JSON) here")
+    p.add_argument("--markdown", default=None, help="also write the README's steering tables (Markdown) here")
+    args = p.parse_args(argv)
+    args.what = args.what or list(PARTS)
+    unknown = set(args.what) - set(PARTS)
+    if unknown:
+        p.error(f"unknown measurement(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    model = HookedMusicGen.from_pretrained(args.model)
+    out = Path(args.out) if args.out else None
+    # parts already measured (same model) are kept: a long evaluation resumes where it stopped
+    header = {"model": args.model, "weights": weights_fingerprint(model),
+              "settings": dict(alpha=args.alpha, method=args.method, mode=args.mode, layer=args.layer, n=args.n, sweep_n=args.sweep_n)}
+    results: dict[str, Any] = json.loads(out.read_text()) if out is not None and out.exists() else {}
+    if {k: results.get(k) for k in header} != header:
+        results = dict(header)
+    parts = {
+        "codec": lambda: eval_codec(model),
+        "prompts": lambda: eval_prompts(model),
+        "steering": lambda: [r for m in args.method for r in eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n, method=m, mode=args.mode)],
+        "sweep": lambda: _sweep_part(model, save, results.setdefault("sweep", {}), args.sweep_n, SWEEP, source="trumpet", target="violin"),
+        "demos": lambda: {name: _sweep_part(model, save, results.setdefault("demos", {}).setdefault(name, {}), args.sweep_n, [{}], **kw)
+                          for name, kw in DEMOS.items() if args.demos is None or name in args.demos},
+    }
+
+    def save() -> None:
+        if out is not None:
+            atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+
+    for name in args.what:
+        if name in ("sweep", "demos"):
+            state = results.get(name) or {}
+            finished = state.get("done") if name == "sweep" else all(
+                (state.get(d) or {}).get("done") for d in DEMOS if args.demos is None or d in args.demos)
+            if finished:
+                print(f"{name}: kept from {out}")
+                continue
+            results[name] = parts[name]()
+            save()
+            continue
+        if name in results:
+            print(f"{name}: kept from {out}")
+            continue
+        results[name] = parts[name]()
+        print(json.dumps({name: results[name]}, indent=2), flush=True)
+        if out is not None:
+            atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), markdown(results) + "\n")
+    if args.figure and (results.get("sweep") or {}).get("rows"):
+        from musicgen_lens.eval.sweep import sweep_figure
+
+        sweep_figure(results["sweep"]["rows"]).savefig(args.figure, dpi=110)
+    if args.defaults:
+        atomic_write_text(Path(args.defaults), json.dumps(steering_defaults(results, provenance_fingerprint(model)), indent=1) + "\n")
+    return 0

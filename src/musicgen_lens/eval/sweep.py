@@ -1,0 +1,234 @@
+"""`steering_sweep`: a grid of steering settings, each judged with the quality-guarded verdict.
+
+One row per setting (site, layer, head, method, alpha): the share of seeds that are a success
+(`steering_verdict`: target heard, no collapse, the other prompted attribute kept) with its
+binomial standard error, the collapse rate, the heard rate (the judge says `target`, collapsed
+or not), the mean codebook-0 entropy ratio steered / unsteered (same seed), the set's Fréchet
+ratio to the real clips (steered / unsteered) and the tempo kept. The unsteered runs are made
+once (batched: `seed` + i for row i) and shared by every setting, so the rows are paired.
+
+`recommend(table)` picks the setting with the highest success rate among those that pass the
+quality tolerance; `sweep_figure` plots success rate against the entropy ratio, one labelled
+point per setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from musicgen_lens.eval.features import fidelity
+from musicgen_lens.eval.judges import clean_classifier, codec_classifier
+from musicgen_lens.eval.quality import _clip_quality, _Featurized, reference_clips
+from musicgen_lens.eval.verdict import Tolerance, _rate, steering_verdict, summarize_verdicts
+
+CONCEPTS = ("instrument", "style", "accompaniment")
+
+
+def setting_key(row: dict[str, Any]) -> str:
+    """A row's setting as one string, e.g. "resid_post@3:probe:0.5" or "attn.z@2h1:diff_means:1"."""
+    head = "" if row.get("head") is None else f"h{row['head']}"
+    return f"{row['site']}@{row['layer']}{head}:{row['method']}:{row['alpha']:g}"
+
+
+def _task(concept: str, source: str, target: str, style: str, instrument: str) -> dict[str, Any]:
+    """What to probe, prompt, judge and keep for one kind of concept."""
+    if concept == "instrument":
+        return dict(pos=dict(instrument=target, style=style), neg=dict(instrument=source, style=style), prompt=f"{style} {source} melody",
+                    judged="instrument", kept_concept="style", kept=style)
+    if concept == "style":
+        return dict(pos=dict(instrument=instrument, style=target), neg=dict(instrument=instrument, style=source),
+                    prompt=f"{source} {instrument} melody", judged="style", kept_concept="instrument", kept=instrument)
+    if concept == "accompaniment":
+        return dict(pos=dict(instrument=instrument, style=style), neg=dict(instrument=instrument, style=style), paired=target,
+                    prompt=f"{style} {instrument} melody", judged="accompaniment", kept_concept="instrument", kept=instrument)
+    raise ValueError(f"concept must be one of {CONCEPTS}, got {concept!r}")
+
+
+def steering_sweep(
+    model: Any, source: str = "trumpet", target: str = "violin", *, concept: str = "instrument", style: str = "classical",
+    instrument: str = "trumpet", layers: Sequence[int] | None = None, alphas: Sequence[float] = (0.25, 0.5, 1.0),
+    sites: Sequence[str] = ("resid_post",), heads: Sequence[int] | None = None, methods: Sequence[str] = ("probe", "diff_means"),
+    n: int = 8, seed: int = 0, start: float = 2.0, duration: float = 4.0, prompt: str | None = None,
+    audio_prompt: Any = None, audio_prompt_sr: int | None = None, n_clips: int = 24, clip_seconds: float = 3.0,
+    judge: str = "clean", vector_seed: int = 0, tolerance: Tolerance = Tolerance(), n_reference: int = 100, batch_size: int = 16,
+    skip: Iterable[str] = (), on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
+    return_audio: bool = False,
+) -> list[dict[str, Any]]:
+    """Measure every (site, layer[, head], method, alpha) steering `source` -> `target` from `start`.
+
+    `concept`: "instrument" (the prompt "<style> <source> melody", vectors from `target` vs
+    `source` clips, the style is kept), "style" ("<source> <instrument> melody", target vs
+    source style clips, the instrument is kept) or "accompaniment" (target e.g. "tabla": the
+    same clips with and without it; the judge's classes are "" and "tabla"; the instrument is
+    kept). `layers` default: every layer. Head sites ("attn.z") get one row per head in `heads`
+    (default all). `audio_prompt` (audio at `audio_prompt_sr`) is continued instead of
+    generating from the text alone; `start` counts from the prompt's first frame, so a start at
+    the prompt's end steers only the continuation. The vectors come from `n_clips` clips each side
+    (`recipes._specs` under `vector_seed`, `vector_seed` + 1: the recipes' clips). `judge`: "clean" or "codec"
+    (`codec_classifier`). `skip`: setting keys (`setting_key`) already measured; `on_row` is
+    called with each new row (a resumable caller saves it there). `return_audio` adds
+    "audio_unsteered" / "audio_steered" (mono clips from `start`, [n] lists) and "codes_unsteered"
+    / "codes_steered" to each row (not JSON-able; for plots and listening).
+
+    Rows: setting (site, layer, head, method, mode, alpha, key), n, success_rate[_se] (the
+    verdict's, 0 when the set fails the Fréchet check), success_rate_per_clip, collapse_rate[_se],
+    heard_rate[_se], not_heard/abstain/attribute_lost rates, kept_rate (the other attribute as
+    prompted), entropy_ratio (mean per-seed codebook-0 entropy steered / unsteered after
+    `start`), stationarity, frechet_ratio, frechet_ok, tempo_kept, probe_accuracy, the unsteered
+    heard/kept rates and each seed's outcome.
+    """
+    import torch
+
+    from musicgen_lens.recipes import _specs, concept_vector
+    from musicgen_lens.steering import Intervention
+
+    task = _task(concept, source, target, style, instrument)
+    prompt = prompt or task["prompt"]
+    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
+    skip = set(skip)
+    grid = [(site, layer, head, method) for site in sites for layer in layers
+            for head in ([None] if not site.endswith(".z") else list(range(model.cfg.n_heads) if heads is None else heads)) for method in methods]
+    if all(setting_key(dict(site=s, layer=la, head=h, method=m, alpha=a)) in skip for s, la, h, m in grid for a in alphas):
+        return []
+    sr, frame = model.sample_rate, int(round(start * model.frame_rate))
+    cut = int(round(start * sr))
+    judged, kept_judge = ((clean_classifier(task["judged"]), clean_classifier(task["kept_concept"])) if judge == "clean" else
+                          (codec_classifier(model, task["judged"]), codec_classifier(model, task["kept_concept"])))
+    gen_kw: dict[str, Any] = dict(duration=duration, seed=seed, progress=False)
+    if audio_prompt is not None:
+        gen_kw.update(audio_prompt=audio_prompt, audio_prompt_sr=audio_prompt_sr)
+
+    def run(steering: list[Any] | None) -> tuple[list[Any], list[np.ndarray]]:
+        codes, audios = [], []
+        for lo in range(0, n, batch_size):
+            rows = min(batch_size, n - lo)
+            c = model.generate([prompt] * rows, **{**gen_kw, "seed": seed + lo}, steering=steering)
+            with torch.no_grad():
+                audio = model.decode(c).float().mean(1).cpu().numpy()
+            codes += list(c.cpu())
+            audios += [a[cut:] for a in audio]
+        return codes, audios
+
+    codes0, audio0 = run(None)
+    # the real clips cut to the steered window's length (from `start`, or their end when they are shorter)
+    ref = reference_clips(model, n_reference)
+    length = min(len(audio0[0]) / sr, ref.clean.shape[-1] / sr)
+    begin = max(0.0, min(start, ref.clean.shape[-1] / sr - length))
+    ref = ref.window(begin, begin + length)
+    ref_X = _Featurized.of(list(ref.clean if judge == "clean" else ref.reconstructed), sr).X
+    feats0 = _Featurized.of(audio0, sr)
+    entropy0, _ = _clip_quality(codes0, audio0, frame, sr)
+    labels0, kept0 = feats0.labels(judged), feats0.labels(kept_judge)
+    frechet0 = feats0.frechet(judged, ref_X)
+    baseline = dict(heard_rate_unsteered=float(np.mean(labels0 == target)), kept_rate_unsteered=float(np.mean(kept0 == task["kept"])),
+                    entropy_cb0_unsteered=float(entropy0[:, 0].mean()), frechet_unsteered=frechet0)
+    rows: list[dict[str, Any]] = []
+    for site, layer, head, method in grid:
+        todo = [a for a in alphas if setting_key(dict(site=site, layer=layer, head=head, method=method, alpha=a)) not in skip]
+        if not todo:
+            continue
+        neg = _specs(model, n_clips, vector_seed + 1, clip_seconds, **task["neg"])
+        pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
+               _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
+        cv = concept_vector(model, pos, neg, layer=layer, site=site, concept=target, method=method, head=head)
+        for alpha in todo:
+            codes, audio = run([Intervention(cv.vector, alpha=alpha, start=start, mode=cv.mode)])
+            row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
+                       target, task["kept"], frame, sr, tolerance)
+            row = dict(site=site, layer=layer, head=head, method=method, mode=cv.mode, alpha=float(alpha),
+                       concept=concept, source=source, target=target, prompt=prompt, start=start, duration=duration,
+                       judge=judge, audio_prompt=audio_prompt is not None, probe_accuracy=cv.accuracy, **row, **baseline)
+            row["key"] = setting_key(row)
+            if return_audio:
+                row.update(audio_unsteered=audio0, audio_steered=audio, codes_unsteered=codes0, codes_steered=codes)
+            if progress:
+                print(f"{row['key']}: success {row['success_rate']:.2f} ± {row['success_rate_se']:.2f}, collapse "
+                      f"{row['collapse_rate']:.2f}, heard {row['heard_rate']:.2f}, entropy x{row['entropy_ratio']:.2f}", flush=True)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: list[np.ndarray], entropy0: np.ndarray,
+         labels0: np.ndarray, kept0: np.ndarray, frechet0: float, judged: Any, kept_judge: Any, ref_X: np.ndarray,
+         target: str, kept: str, frame: int, sr: int, tolerance: Tolerance) -> dict[str, Any]:
+    n = len(codes)
+    feats = _Featurized.of(audio, sr)
+    entropy, aq = _clip_quality(codes, audio, frame, sr)
+    labels, kept_labels = feats.labels(judged), feats.labels(kept_judge)
+    verdicts = [steering_verdict(labels[i], target, entropy=entropy[i, 0], entropy_reference=entropy0[i, 0], stationarity=aq[i].stationarity,
+                                 kept_label=kept_labels[i], kept=kept, kept_unsteered=kept0[i], tolerance=tolerance) for i in range(n)]
+    frechet = feats.frechet(judged, ref_X)
+    s = summarize_verdicts(verdicts, frechet, frechet0, tolerance)
+    heard, heard_se = _rate(int(np.sum(labels == target)), n)
+    kept_rate, kept_se = _rate(int(np.sum(kept_labels == kept)), n)
+    tempo_kept = [fidelity(a0, a, sr).tempo_kept for a0, a in zip(audio0, audio)]
+    frames_same = [bool(np.array_equal(np.asarray(c0)[..., :frame], np.asarray(c)[..., :frame])) for c0, c in zip(codes0, codes)]
+    return dict(
+        n=n, success_rate=s["success_rate"], success_rate_se=s["success_rate_se"], success_rate_per_clip=s["success_rate_per_clip"],
+        collapse_rate=s["collapse_rate"], collapse_rate_se=s["collapse_rate_se"], heard_rate=heard, heard_rate_se=heard_se,
+        not_heard_rate=s["not_heard_rate"], abstain_rate=s["abstain_rate"], attribute_lost_rate=s["attribute_lost_rate"],
+        kept_rate=kept_rate, kept_rate_se=kept_se, entropy_cb0=float(entropy[:, 0].mean()),
+        entropy_ratio=float(np.mean(entropy[:, 0] / np.maximum(entropy0[:, 0], 1e-9))),
+        stationarity=float(np.mean([q.stationarity for q in aq])), frechet=frechet, frechet_ratio=float(frechet / frechet0) if frechet0 > 0 else float("nan"),
+        frechet_ok=s["frechet_ok"], tempo_kept=float(np.mean(tempo_kept)), frames_before_start_identical=float(np.mean(frames_same)),
+        counts=s["counts"], outcomes=[v.outcome for v in verdicts], labels=[str(x) for x in labels],
+    )
+
+
+def passes_quality(row: dict[str, Any], tolerance: Tolerance = Tolerance(), max_collapse_rate: float = 0.25) -> bool:
+    """The setting keeps the music: mean entropy ratio >= `tolerance.entropy_ratio`, the set's
+    Fréchet check not failed, and at most `max_collapse_rate` of the seeds collapsed."""
+    return bool(row["entropy_ratio"] >= tolerance.entropy_ratio and row.get("frechet_ok") is not False
+                and row["collapse_rate"] <= max_collapse_rate)
+
+
+def recommend(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(), max_collapse_rate: float = 0.25) -> dict[str, Any] | None:
+    """The setting with the highest success rate among the rows that pass the quality tolerance
+    (`passes_quality`); ties: the lower alpha, then the lower collapse rate, then the lower layer.
+    None when no row passes or none has a success."""
+    ok = [r for r in table if passes_quality(r, tolerance, max_collapse_rate) and r["success_rate"] > 0]
+    if not ok:
+        return None
+    return min(ok, key=lambda r: (-r["success_rate"], r["alpha"], r["collapse_rate"], r["layer"], str(r.get("key", ""))))
+
+
+def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(), title: str = "") -> Any:
+    """Success rate (± SE) against the codebook-0 entropy ratio, one point per setting (labelled
+    when it has a success or mostly collapsed); the dashed line is the collapse tolerance and the
+    recommended setting is circled."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.subplots()
+    markers = {"probe": "o", "diff_means": "s"}
+    for r in table:
+        ax.errorbar(r["entropy_ratio"], r["success_rate"], yerr=r["success_rate_se"], fmt=markers.get(r["method"], "^"),
+                    color="tab:red" if r["collapse_rate"] > 0.25 else "tab:blue", alpha=0.8, capsize=2)
+        if r["success_rate"] > 0 or r["collapse_rate"] > 0.5:  # the rest pile up at 0: unlabelled
+            ax.annotate(r.get("key", setting_key(r)), (r["entropy_ratio"], r["success_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    best = recommend(table, tolerance)
+    if best is not None:
+        ax.plot(best["entropy_ratio"], best["success_rate"], "o", ms=16, mfc="none", mec="black")
+    ax.axvline(tolerance.entropy_ratio, color="grey", ls="--", lw=1)
+    ax.set_xlabel("codebook-0 entropy, steered / unsteered (same seed)")
+    ax.set_ylabel("success rate (verdict)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title or "steering sweep: o probe, s diff_means; red: > 25% collapse")
+    return fig
+
+
+def sweep_table_markdown(table: Sequence[dict[str, Any]]) -> str:
+    """The table as Markdown: one line per setting."""
+    lines = ["| setting | n | success | collapse | heard | style/instrument kept | entropy ratio | Fréchet ratio | tempo kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        lines.append(f"| `{r.get('key', setting_key(r))}` | {r['n']} | {r['success_rate']:.2f} ± {r['success_rate_se']:.2f} | "
+                     f"{r['collapse_rate']:.2f} ± {r['collapse_rate_se']:.2f} | {r['heard_rate']:.2f} | {r['kept_rate']:.2f} | "
+                     f"{r['entropy_ratio']:.2f} | {r['frechet_ratio']:.2f} | {r['tempo_kept']:.2f} |")
+    return "\n".join(lines)

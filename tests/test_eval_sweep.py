@@ -1,0 +1,88 @@
+"""musicgen_lens.eval.sweep: the steering sweep's table, its bookkeeping and `recommend`'s rule
+(on the tiny random model: the workflow, not the music)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _judge_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUSICGEN_LENS_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def small_judges():
+    import musicgen_lens.eval as ev
+
+    return {c: ev.clean_classifier(c, n=28, seed=1, cache=False) for c in ("instrument", "style")}
+
+
+def _patch_judges(monkeypatch, judges):
+    monkeypatch.setattr("musicgen_lens.eval.sweep.clean_classifier", lambda concept="instrument": judges[concept])
+
+
+def test_sweep_table_has_one_row_per_setting_and_consistent_rates(model, monkeypatch, small_judges):
+    from musicgen_lens.eval import OUTCOMES, recommend, steering_sweep, sweep_figure, sweep_table_markdown
+    from musicgen_lens.eval.sweep import setting_key
+
+    _patch_judges(monkeypatch, small_judges)
+    seen = []
+    rows = steering_sweep(model, layers=[0, 1], alphas=(0.5, 2.0), methods=("probe",), n=2, start=0.2, duration=0.5,
+                          n_clips=3, clip_seconds=0.5, n_reference=4, on_row=seen.append)
+    assert len(rows) == 4 and seen == rows
+    assert [(r["layer"], r["alpha"]) for r in rows] == [(0, 0.5), (0, 2.0), (1, 0.5), (1, 2.0)]
+    assert len({r["key"] for r in rows}) == 4 and all(r["key"] == setting_key(r) for r in rows)
+    for r in rows:
+        assert r["n"] == 2 and sum(r["counts"].values()) == 2 and set(r["outcomes"]) <= set(OUTCOMES)
+        rates = [r[f"{o}_rate"] for o in ("collapse", "not_heard", "abstain", "attribute_lost")] + [r["success_rate_per_clip"]]
+        assert abs(sum(rates) - 1) < 1e-9
+        assert 0 <= r["success_rate"] <= r["success_rate_per_clip"] <= r["heard_rate"] + r["collapse_rate"] + 1e-9
+        for key in ("success_rate_se", "collapse_rate_se", "heard_rate_se"):
+            p = r[key.removesuffix("_se")]
+            assert r[key] == pytest.approx(np.sqrt(p * (1 - p) / 2))
+        assert np.isfinite(r["entropy_ratio"]) and r["entropy_ratio"] > 0 and r["frames_before_start_identical"] == 1.0
+    # resuming: measured settings are skipped, and nothing runs when every one is
+    again = steering_sweep(model, layers=[0, 1], alphas=(0.5, 2.0), methods=("probe",), n=2, start=0.2, duration=0.5,
+                           n_clips=3, clip_seconds=0.5, n_reference=4, skip={r["key"] for r in rows})
+    assert again == []
+    md = sweep_table_markdown(rows)
+    assert md.count("\n") == len(rows) + 1
+    fig = sweep_figure(rows)
+    assert len(fig.axes) == 1
+    best = recommend(rows)
+    assert best is None or best in rows
+
+
+def test_sweep_per_head_rows_and_accompaniment_concept(model, monkeypatch, small_judges):
+    from musicgen_lens.eval import steering_sweep
+
+    judges = dict(small_judges, accompaniment=small_judges["instrument"])
+    _patch_judges(monkeypatch, judges)
+    rows = steering_sweep(model, layers=[1], alphas=(1.0,), sites=("attn.z",), heads=[0, 1], methods=("diff_means",), n=2,
+                          start=0.2, duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4)
+    assert [r["key"] for r in rows] == ["attn.z@1h0:diff_means:1", "attn.z@1h1:diff_means:1"]
+    rows = steering_sweep(model, "", "tabla", concept="accompaniment", instrument="flute", layers=[0], alphas=(0.5,),
+                          methods=("probe",), n=2, start=0.2, duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4)
+    assert rows[0]["prompt"] == "classical flute melody" and rows[0]["n"] == 2
+
+
+def _row(key, success, alpha, collapse=0.0, entropy_ratio=1.0, frechet_ok=True, layer=0):
+    return dict(key=key, success_rate=success, alpha=alpha, collapse_rate=collapse, entropy_ratio=entropy_ratio, frechet_ok=frechet_ok, layer=layer)
+
+
+def test_recommend_takes_the_best_success_within_the_quality_tolerance_and_the_lower_alpha_on_ties():
+    from musicgen_lens.eval import Tolerance, recommend
+
+    rows = [
+        _row("drone", 0.9, 1.0, collapse=0.8, entropy_ratio=0.6),  # the judge hears it, but it collapsed
+        _row("off-manifold", 0.8, 1.0, frechet_ok=False),
+        _row("strong", 0.5, 1.0, layer=1),
+        _row("gentle", 0.5, 0.5, layer=2),
+        _row("weak", 0.25, 0.25),
+    ]
+    assert recommend(rows)["key"] == "gentle"
+    assert recommend(rows, Tolerance(entropy_ratio=0.5), max_collapse_rate=1.0)["key"] == "drone"
+    assert recommend([_row("nothing", 0.0, 0.5), _row("drone", 1.0, 1.0, collapse=1.0, entropy_ratio=0.3)]) is None
+    assert recommend([]) is None
