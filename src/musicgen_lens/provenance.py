@@ -33,19 +33,33 @@ _SAMPLES_PER_TENSOR = 4096
 _NOT_ACTIVATIONS = ("codec.",)  # the codec turns codes into audio; it never changes an activation
 
 
-def weights_fingerprint(model: "HookedMusicGen") -> str:
-    """16 hex digits identifying the trained weights (see the module docstring)."""
+def weights_fingerprint(model: "HookedMusicGen", *, include_codec: bool = False) -> str:
+    """16 hex digits identifying the trained weights (see the module docstring).
+
+    `include_codec=True` also covers the codec: for what depends on the audio it makes (a judge
+    trained on its reconstructions, measurements of generated audio), not only on activations.
+    The result is cached on the model and recomputed when any tensor is replaced or edited in
+    place (torch's version counters), so checking a vector at every `resolve` costs no reads.
+    """
+    state = model.state_dict(keep_vars=True)
+    key = (include_codec, tuple((name, t.data_ptr(), t._version) for name, t in state.items()))
+    cached = model.__dict__.get("_weights_fingerprint_cache", {})
+    if key in cached:
+        return cached[key]
     h = hashlib.sha256()
     with torch.no_grad():
-        for name, t in sorted(model.state_dict().items()):
-            if name.startswith(_NOT_ACTIVATIONS) or not t.dtype.is_floating_point:
+        for name, t in sorted(state.items()):
+            if (name.startswith(_NOT_ACTIVATIONS) and not include_codec) or not t.dtype.is_floating_point:
                 continue
             flat = t.detach().reshape(-1)
             step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
             sample = flat[::step].to(torch.bfloat16).view(torch.int16).cpu().numpy()
             h.update(f"{name}:{tuple(t.shape)}:".encode())
             h.update(sample.tobytes())
-    return h.hexdigest()[:16]
+    fingerprint = h.hexdigest()[:16]
+    # a plain attribute (not a buffer); one entry per include_codec, replaced when the weights change
+    model.__dict__["_weights_fingerprint_cache"] = {k: v for k, v in cached.items() if k[0] != include_codec} | {key: fingerprint}
+    return fingerprint
 
 
 def check_model(

@@ -348,16 +348,9 @@ def codec_classifier(model: Any, concept: str = "instrument", n: int = 700, seed
 
 
 def weights_fingerprint(model: Any) -> str:
-    """A short hash of every weight (name, shape, sum, first values): a retrained model with the
-    same architecture gets another fingerprint, so stale measurements are never reused."""
-    import hashlib
+    """The fingerprint of every weight the eval depends on, codec included (a retrained model or
+    codec gets another one, so stale measurements and codec judges are never reused):
+    `provenance.weights_fingerprint(model, include_codec=True)`."""
+    from musicgen_lens.provenance import weights_fingerprint as fingerprint
 
-    import torch
-
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, t in sorted(model.state_dict().items()):
-            flat = t.detach().reshape(-1).double()
-            h.update(f"{name}{tuple(t.shape)}{flat.sum().item():.12e}".encode())
-            h.update(flat[:64].cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return fingerprint(model, include_codec=True)
