@@ -56,7 +56,11 @@ class HookPoint(_TLHookPoint):
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         # identity with nothing attached: skip nn.Module.__call__'s hook machinery
-        if args or kwargs or self.is_live():
+        d = self.__dict__
+        if (
+            args or kwargs or d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"] or d["_backward_pre_hooks"]
+            or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks or _global_backward_pre_hooks
+        ):
             return super().__call__(x, *args, **kwargs)
         return x
 
