@@ -55,7 +55,8 @@ class HookPoint(_TLHookPoint):
     """A TransformerLens HookPoint whose forward hooks may not change the activation's shape."""
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
-        # identity with nothing attached: skip nn.Module.__call__'s hook machinery
+        # identity with nothing attached: skip nn.Module.__call__'s hook machinery. The checks are
+        # is_live()'s inlined (the torch-hook half): a method call here costs +0.1 us x ~600 calls per step.
         d = self.__dict__
         if (
             args or kwargs or d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"] or d["_backward_pre_hooks"]
