@@ -142,7 +142,7 @@ def eval_steering(
     mode = mode or concept.mode
     prompt = f"{style} {source} melody"
     cut = int(round(start * model.sample_rate))
-    frame = int(round(start * model.frame_rate))
+    frame = model.pattern.frame_at(start)  # the steering window's first frame
     sr = model.sample_rate
     ref = reference_clips(model, n_reference).window(start, duration)
     judges = [("", "clean", clean_classifier("instrument"), clean_classifier("style"), _Featurized.of(list(ref.clean), ref.sample_rate).X)]

@@ -94,7 +94,7 @@ def steering_sweep(
             for head in ([None] if not site.endswith(".z") else list(range(model.cfg.n_heads) if heads is None else heads)) for method in methods]
     if all(setting_key(dict(site=s, layer=la, head=h, method=m, alpha=a)) in skip for s, la, h, m in grid for a in alphas):
         return []
-    sr, frame = model.sample_rate, int(round(start * model.frame_rate))
+    sr, frame = model.sample_rate, model.pattern.frame_at(start)  # the steering window's first frame
     cut = int(round(start * sr))
     judged, kept_judge = ((clean_classifier(task["judged"]), clean_classifier(task["kept_concept"])) if judge == "clean" else
                           (codec_classifier(model, task["judged"]), codec_classifier(model, task["kept_concept"])))
