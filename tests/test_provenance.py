@@ -34,6 +34,20 @@ def test_codec_counts_only_when_asked(checkpoint_dir):
     assert weights_fingerprint(model, include_codec=True) != with_codec
 
 
+def test_codec_fingerprint_follows_the_codec_alone(checkpoint_dir):
+    from musicgen_lens.provenance import codec_fingerprint
+
+    model = HookedMusicGen.from_pretrained(checkpoint_dir("base"), device="cpu")
+    codec = codec_fingerprint(model)
+    assert codec not in (weights_fingerprint(model), weights_fingerprint(model, include_codec=True))
+    with torch.no_grad():
+        model.blocks[0].mlp.W_in_T.mul_(1.5)  # a retrained decoder keeps the codec judge
+    assert codec_fingerprint(model) == codec
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if n.startswith("codec.")).add_(1.0)
+    assert codec_fingerprint(model) != codec
+
+
 def test_checksum_catches_a_flipped_bit():
     tensors = {"a": torch.arange(6.0), "b": torch.ones(2, 2, dtype=torch.int64)}
     digest = tensor_checksum(tensors)

@@ -27,7 +27,7 @@ import torch
 if TYPE_CHECKING:
     from musicgen_lens.model import HookedMusicGen
 
-__all__ = ["weights_fingerprint", "check_model", "tensor_checksum", "verify_checksum"]
+__all__ = ["weights_fingerprint", "codec_fingerprint", "check_model", "tensor_checksum", "verify_checksum"]
 
 _SAMPLES_PER_TENSOR = 4096
 _NOT_ACTIVATIONS = ("codec.",)  # the codec turns codes into audio; it never changes an activation
@@ -41,15 +41,27 @@ def weights_fingerprint(model: "HookedMusicGen", *, include_codec: bool = False)
     The result is cached on the model and recomputed when any tensor is replaced or edited in
     place (torch's version counters), so checking a vector at every `resolve` costs no reads.
     """
+    return _fingerprint(model, "all" if include_codec else "activations")
+
+
+def codec_fingerprint(model: "HookedMusicGen") -> str:
+    """16 hex digits identifying the codec's weights alone: what a judge trained on codec
+    reconstructions depends on (retraining the decoder keeps it; retraining the codec changes it)."""
+    return _fingerprint(model, "codec")
+
+
+def _fingerprint(model: "HookedMusicGen", which: str) -> str:
+    """The fingerprint of the tensors `which` selects: "activations" (all but the codec), "all", "codec"."""
     state = model.state_dict(keep_vars=True)
-    key = (include_codec, tuple((name, t.data_ptr(), t._version) for name, t in state.items()))
+    key = (which, tuple((name, t.data_ptr(), t._version) for name, t in state.items()))
     cached = model.__dict__.get("_weights_fingerprint_cache", {})
     if key in cached:
         return cached[key]
     h = hashlib.sha256()
     with torch.no_grad():
         for name, t in sorted(state.items()):
-            if (name.startswith(_NOT_ACTIVATIONS) and not include_codec) or not t.dtype.is_floating_point:
+            is_codec = name.startswith(_NOT_ACTIVATIONS)
+            if not t.dtype.is_floating_point or (which == "activations" and is_codec) or (which == "codec" and not is_codec):
                 continue
             flat = t.detach().reshape(-1)
             step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
@@ -57,8 +69,8 @@ def weights_fingerprint(model: "HookedMusicGen", *, include_codec: bool = False)
             h.update(f"{name}:{tuple(t.shape)}:".encode())
             h.update(sample.tobytes())
     fingerprint = h.hexdigest()[:16]
-    # a plain attribute (not a buffer); one entry per include_codec, replaced when the weights change
-    model.__dict__["_weights_fingerprint_cache"] = {k: v for k, v in cached.items() if k[0] != include_codec} | {key: fingerprint}
+    # a plain attribute (not a buffer); one entry per selection, replaced when the weights change
+    model.__dict__["_weights_fingerprint_cache"] = {k: v for k, v in cached.items() if k[0] != which} | {key: fingerprint}
     return fingerprint
 
 

@@ -1,6 +1,6 @@
 """Measuring the synthetic world: a concept classifier, and fidelity between two renderings.
 
-`ConceptClassifier` is a scikit-learn pipeline on hand-made audio features (log-mel band
+`ConceptClassifier` is a scikit-learn pipeline on librosa audio features (log-mel band
 statistics, MFCCs and their deltas, spectral shape, onset rhythm) trained on *clean* synthetic
 clips. It is the judge for everything the toy model does: is a codec reconstruction still a
 violin, did the prompt "flute melody" give a flute, did steering turn the trumpet into a
@@ -29,8 +29,8 @@ Every public name is importable from `musicgen_lens.eval`.
 """
 
 from musicgen_lens.eval.features import (
-    FEATURE_SR, Fidelity, _as_mono, _chroma_from_spec, _filters, _flux, _onset_from_spec, _power_spec, _resample, _spectrum,
-    _tempo_from_onset, chromagram, features, fidelity, onset_envelope, tempo,
+    FEATURE_SR, Fidelity, _as_mono, _chroma_from_spec, _filters, _onset_from_spec, _resample, _spectrum, _tempo_from_onset,
+    chromagram, features, fidelity, mel_power, onset_envelope, power_spectrogram, tempo,
 )
 from musicgen_lens.eval.judges import (
     ABSTAIN, JUDGE_VERSION, ConceptClassifier, _cached_judge, _clean_features, _features_or_none, _fit_judge, _judge_clips,
@@ -47,7 +47,7 @@ from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_figure, sw
 from musicgen_lens.eval.cli import main
 
 __all__ = [
-    "FEATURE_SR", "Fidelity", "chromagram", "features", "fidelity", "onset_envelope", "tempo",
+    "FEATURE_SR", "Fidelity", "chromagram", "features", "fidelity", "mel_power", "onset_envelope", "power_spectrogram", "tempo",
     "ABSTAIN", "JUDGE_VERSION", "ConceptClassifier", "clean_classifier", "codec_classifier", "degrade", "judge_cache_dir",
     "judge_key", "load_judge", "reconstruct", "save_judge", "weights_fingerprint",
     "AudioQuality", "Reference", "audio_quality", "code_entropy", "frechet_distance", "gaussian_stats", "reference_clips",

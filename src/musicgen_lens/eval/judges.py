@@ -220,7 +220,7 @@ def _clean_features(n: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the judges' disk cache
 
 # Bump when features(), degrade(), the judge's clips or its fit change: cached judges then rebuild.
-JUDGE_VERSION = 1
+JUDGE_VERSION = 2  # 2: librosa features (features.py)
 
 
 def judge_cache_dir() -> Path:
@@ -333,7 +333,8 @@ def codec_classifier(model: Any, concept: str = "instrument", n: int = 700, seed
     (never on generations): it hears what the codec can express. A generation the clean judge
     gets wrong but this one gets right was spoiled by the codec, not by the language model; the
     two verdicts together tell the codec's share of an error from the decoder's. Cached on disk
-    under the model's `weights_fingerprint` (a model without a state_dict is not cached)."""
+    under the codec's `provenance.codec_fingerprint` (it depends on the codec alone: a retrained
+    decoder reuses it; a model without a state_dict is not cached)."""
 
     def build() -> ConceptClassifier:
         cached = _CODEC_FEATURES.setdefault(model.codec, {})
@@ -343,7 +344,9 @@ def codec_classifier(model: Any, concept: str = "instrument", n: int = 700, seed
         return _fit_judge(concept, cached[(n, seed)], _judge_clips(n, seed)[1])
 
     cache = cache and hasattr(model, "state_dict")
-    desc = dict(kind="codec", concept=concept, n=n, seed=seed, weights=weights_fingerprint(model) if cache else None)
+    from musicgen_lens.provenance import codec_fingerprint
+
+    desc = dict(kind="codec", concept=concept, n=n, seed=seed, codec=codec_fingerprint(model) if cache else None)
     return _cached_judge(desc, build, cache)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from musicgen_lens.eval.features import _as_mono, _filters, _power_spec, _resample
+from musicgen_lens.eval.features import _as_mono, _resample, mel_power
 from musicgen_lens.eval.judges import ABSTAIN, ConceptClassifier, _features_or_none
 
 def code_entropy(codes: Any, start: int = 0, end: int | None = None) -> np.ndarray:
@@ -55,7 +55,7 @@ def audio_quality(audio: Any, sr: int) -> AudioQuality:
     if np.abs(a).max() < 1e-6:
         return AudioQuality(0.0, 1.0)
     a = a / (np.sqrt(np.mean(a**2)) + 1e-9) * 0.1
-    mel = _power_spec(a) @ _filters()[0]
+    mel = mel_power(a)
     energy = mel.sum(1)
     keep = energy > energy.max() * 1e-6
     amp = np.sqrt(mel[keep])
