@@ -146,3 +146,25 @@ def test_the_recipes_defaults_are_the_stored_measurement_for_these_weights(toy, 
     assert stored_recommendation(other, "violin") is None
     with pytest.warns(UserWarning, match="relative depth"):
         assert default_layer(other) == relative_depth_layer(other)
+
+
+def test_shipping_a_retrained_checkpoint_keeps_the_shipped_judges_and_defaults(tmp_path):
+    """training/ship.py swaps the checkpoint; judges/ and steering_defaults.json are not in an export."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ship", Path(__file__).resolve().parents[1] / "training" / "ship.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    target, export = tmp_path / "toy", tmp_path / "export"
+    (target / "judges").mkdir(parents=True)
+    (target / "judges" / "clean-x.json").write_text("{}")
+    (target / "steering_defaults.json").write_text('{"old": 1}')
+    (target / "config.json").write_text("old")
+    export.mkdir()
+    (export / "config.json").write_text("new")
+    ship.main(["--export", str(export), "--to", str(target)])
+    assert (target / "config.json").read_text() == "new"
+    assert (target / "judges" / "clean-x.json").read_text() == "{}"
+    assert (target / "steering_defaults.json").read_text() == '{"old": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "toy"]  # no staging or previous left
