@@ -109,6 +109,15 @@ class HookPoint(_TLHookPoint):
             or _global_backward_pre_hooks
         )
 
+    def clear_context(self) -> None:
+        """TransformerLens resets `hook.ctx` to {} here (`reset_hooks()` does it by default); the
+        model's `HookContext` is kept: it is per-call time state the model rewrites on every forward,
+        and time-aware hooks (steering windows) read it."""
+        from musicgen_lens.hook_context import HookContext
+
+        if not isinstance(self.__dict__.get("ctx"), HookContext):
+            super().clear_context()
+
     def add_hook(
         self, hook: Callable, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False, level: int | None = None,
         prepend: bool = False, **kwargs: Any,
