@@ -50,7 +50,7 @@ def test_sweep_table_has_one_row_per_setting_and_consistent_rates(model, monkeyp
     md = sweep_table_markdown(rows)
     assert md.count("\n") == len(rows) + 1
     fig = sweep_figure(rows)
-    assert len(fig.axes) == 1
+    assert len(fig.axes) == 2  # success and heard rate
     best = recommend(rows)
     assert best is None or best in rows
 
@@ -66,6 +66,27 @@ def test_sweep_per_head_rows_and_accompaniment_concept(model, monkeypatch, small
     rows = steering_sweep(model, "", "tabla", concept="accompaniment", instrument="flute", layers=[0], alphas=(0.5,),
                           methods=("probe",), n=2, start=0.2, duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4)
     assert rows[0]["prompt"] == "classical flute melody" and rows[0]["n"] == 2
+
+
+def test_a_tuple_of_layers_is_one_setting_that_steers_each_layer_with_its_own_vector(model, monkeypatch, small_judges):
+    from musicgen_lens.eval import recommend, steering_sweep
+    from musicgen_lens.eval.sweep import setting_key
+
+    _patch_judges(monkeypatch, small_judges)
+    calls = []
+    generate = model.generate
+
+    def spy(*args, steering=None, **kw):
+        calls.append(None if steering is None else [(iv.vector.layer, iv.alpha) for iv in steering])
+        return generate(*args, steering=steering, **kw)
+
+    monkeypatch.setattr(model, "generate", spy)
+    rows = steering_sweep(model, layers=[(0, 1), 1], alphas=(0.5,), methods=("diff_means",), n=2, start=0.2, duration=0.4,
+                          n_clips=3, clip_seconds=0.5, n_reference=4)
+    assert [r["key"] for r in rows] == ["resid_post@0+1:diff_means:0.5", "resid_post@1:diff_means:0.5"]
+    assert rows[0]["layer"] == [0, 1] and rows[1]["layer"] == 1 and setting_key(rows[0]) == rows[0]["key"]
+    assert calls == [None, [(0, 0.5), (1, 0.5)], [(1, 0.5)]]  # unsteered once, then both layers together
+    assert recommend([dict(r, success_rate=0.5, collapse_rate=0.0, entropy_ratio=1.0, frechet_ok=True) for r in rows]) is not None
 
 
 def _row(key, success, alpha, collapse=0.0, entropy_ratio=1.0, frechet_ok=True, layer=0):

@@ -56,29 +56,42 @@ def relative_depth_layer(model: "HookedMusicGen") -> int:
     return min(model.cfg.n_layers - 1, round(0.75 * model.cfg.n_layers))
 
 
-def stored_recommendation(model: "HookedMusicGen", target: str = "violin", path: str | Path | None = None) -> dict[str, Any] | None:
-    """The measured recommendation for steering towards `target` (site, layer, head, method,
-    mode, alpha, success_rate, ...) when `model` has the weights it was measured on, else None."""
+def _stored_defaults(model: "HookedMusicGen", path: str | Path | None = None) -> dict[str, Any] | None:
+    """The stored defaults file's content when it was measured on `model`'s weights, else None."""
     from musicgen_lens.provenance import weights_fingerprint
 
     path = Path(path) if path is not None else STEERING_DEFAULTS
     if not path.exists():
         return None
     stored = json.loads(path.read_text())
-    if stored.get("weights") != weights_fingerprint(model):
-        return None
-    return (stored.get("recommended") or {}).get(target.lstrip("+"))
+    return stored if stored.get("weights") == weights_fingerprint(model) else None
+
+
+def stored_recommendation(model: "HookedMusicGen", target: str = "violin", path: str | Path | None = None) -> dict[str, Any] | None:
+    """The measured recommendation for steering towards `target` (site, layer, head, method,
+    mode, alpha, success_rate, ...) when `model` has the weights it was measured on, else None
+    (also None when it was measured there and no setting passed: see `default_setting`)."""
+    stored = _stored_defaults(model, path)
+    return None if stored is None else (stored.get("recommended") or {}).get(target.lstrip("+"))
 
 
 def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str, Any]:
     """site, layer, head, method, alpha to steer towards `target`: the stored recommendation
-    (`stored_recommendation`), else the paper's relative depth, probe, alpha 0.5, with a warning."""
+    (`stored_recommendation`), else the paper's relative depth, probe, alpha 0.5, with a warning
+    that says which: these weights were never measured, or they were and no setting passed the
+    quality-guarded verdict (then the fallback is not expected to work either)."""
     rec = stored_recommendation(model, target)
     if rec is not None:
         return {k: rec[k] for k in ("site", "layer", "head", "method", "alpha")} | {"measured": True}
-    warnings.warn(f"no measured steering default for {target!r} on this model (weights fingerprint not in "
-                  f"{STEERING_DEFAULTS.name}): using the paper's relative depth (layer {relative_depth_layer(model)}), "
-                  "probe, alpha 0.5; measure with musicgen_lens.eval.steering_sweep", UserWarning, stacklevel=2)
+    stored = _stored_defaults(model)
+    fallback = f"using the paper's relative depth (layer {relative_depth_layer(model)}), probe, alpha 0.5"
+    if stored is not None and target.lstrip("+") in (stored.get("recommended") or {}):
+        warnings.warn(f"measured on these weights ({STEERING_DEFAULTS.name}): no steering setting towards {target!r} passed the "
+                      f"quality-guarded verdict (success with no collapse and the other attribute kept); {fallback}, which is not "
+                      "expected to succeed either", UserWarning, stacklevel=2)
+    else:
+        warnings.warn(f"no measured steering default for {target!r} on this model (weights fingerprint not in "
+                      f"{STEERING_DEFAULTS.name}): {fallback}; measure with musicgen_lens.eval.steering_sweep", UserWarning, stacklevel=2)
     return dict(site="resid_post", layer=relative_depth_layer(model), head=None, method="probe", alpha=0.5, measured=False)
 
 

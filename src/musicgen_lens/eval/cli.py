@@ -20,11 +20,12 @@ from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_table_mark
 PARTS = ("codec", "prompts", "steering", "sweep", "demos")
 
 # trumpet -> violin: every layer on the residual stream, the attention output of the last two,
-# and each head's z of the last layer
+# each head's z of the last layer, and several residual layers steered together at lower alphas
 SWEEP: list[dict[str, Any]] = [
     dict(sites=("resid_post",), layers=[2, 3, 1, 0], methods=("probe", "diff_means"), alphas=(0.25, 0.5, 1.0)),
     dict(sites=("attn_out",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5, 1.0)),
     dict(sites=("attn.z",), layers=[3], methods=("probe", "diff_means"), alphas=(1.0,)),
+    dict(sites=("resid_post",), layers=[(1, 2, 3), (0, 1, 2, 3), (2, 3)], methods=("probe", "diff_means"), alphas=(0.15, 0.3)),
 ]
 
 _DEMO_GRID = dict(sites=("resid_post",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5,))
@@ -54,10 +55,10 @@ def demo_audio_prompt(model: Any, instrument: str, style: str = "classical", sec
 
 
 def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: list[dict[str, Any]], **common: Any) -> dict[str, Any]:
-    """Rows of several sweeps sharing `common`, resumed from `state["rows"]`; `save()` after each row."""
+    """Rows of several sweeps sharing `common`, resumed from `state["rows"]`; `save()` after each row.
+    Settings already measured are skipped (a finished part costs nothing), so settings added to
+    a grid later are measured on the next run."""
     state.setdefault("rows", [])
-    if state.get("done"):
-        return state
     done = {r["key"] for r in state["rows"]}
     kw = dict(common)
     if isinstance(kw.get("audio_prompt"), str):
@@ -170,13 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out, json.dumps(results, indent=2) + "\n")
 
     for name in args.what:
-        if name in ("sweep", "demos"):
-            state = results.get(name) or {}
-            finished = state.get("done") if name == "sweep" else all(
-                (state.get(d) or {}).get("done") for d in DEMOS if args.demos is None or d in args.demos)
-            if finished:
-                print(f"{name}: kept from {out}")
-                continue
+        if name in ("sweep", "demos"):  # resumed setting by setting: nothing runs when every setting is measured
             results[name] = parts[name]()
             save()
             continue

@@ -29,9 +29,19 @@ CONCEPTS = ("instrument", "style", "accompaniment")
 
 
 def setting_key(row: dict[str, Any]) -> str:
-    """A row's setting as one string, e.g. "resid_post@3:probe:0.5" or "attn.z@2h1:diff_means:1"."""
+    """A row's setting as one string, e.g. "resid_post@3:probe:0.5", "attn.z@2h1:diff_means:1", or
+    "resid_post@1+2+3:probe:0.25" (one vector per layer, each at that alpha)."""
     head = "" if row.get("head") is None else f"h{row['head']}"
-    return f"{row['site']}@{row['layer']}{head}:{row['method']}:{row['alpha']:g}"
+    return f"{row['site']}@{_layer_str(row['layer'])}{head}:{row['method']}:{row['alpha']:g}"
+
+
+def _layers_of(layer: Any) -> tuple[int, ...]:
+    """A setting's layers: an int is one layer, a list or tuple several steered together."""
+    return tuple(int(x) for x in layer) if isinstance(layer, (list, tuple)) else (int(layer),)
+
+
+def _layer_str(layer: Any) -> str:
+    return "+".join(str(x) for x in _layers_of(layer))
 
 
 def _task(concept: str, source: str, target: str, style: str, instrument: str) -> dict[str, Any]:
@@ -64,7 +74,9 @@ def steering_sweep(
     `source` clips, the style is kept), "style" ("<source> <instrument> melody", target vs
     source style clips, the instrument is kept) or "accompaniment" (target e.g. "tabla": the
     same clips with and without it; the judge's classes are "" and "tabla"; the instrument is
-    kept). `layers` default: every layer. Head sites ("attn.z") get one row per head in `heads`
+    kept). `layers` default: every layer; an entry that is a tuple of layers (e.g. (1, 2, 3)) is
+    one setting that steers all of them at once, each with its own vector at the same alpha
+    (the paper steers several layers together). Head sites ("attn.z") get one row per head in `heads`
     (default all). `audio_prompt` (audio at `audio_prompt_sr`) is continued instead of
     generating from the text alone; `start` counts from the prompt's first frame, so a start at
     the prompt's end steers only the continuation. The vectors come from `n_clips` clips each side
@@ -134,14 +146,15 @@ def steering_sweep(
         neg = _specs(model, n_clips, vector_seed + 1, clip_seconds, **task["neg"])
         pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
                _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
-        cv = concept_vector(model, pos, neg, layer=layer, site=site, concept=target, method=method, head=head)
+        cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head) for la in _layers_of(layer)]
+        cv = cvs[0]
         for alpha in todo:
-            codes, audio = run([Intervention(cv.vector, alpha=alpha, start=start, mode=cv.mode)])
+            codes, audio = run([Intervention(c.vector, alpha=alpha, start=start, mode=c.mode) for c in cvs])
             row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
                        target, task["kept"], frame, sr, tolerance)
-            row = dict(site=site, layer=layer, head=head, method=method, mode=cv.mode, alpha=float(alpha),
-                       concept=concept, source=source, target=target, prompt=prompt, start=start, duration=duration,
-                       judge=judge, audio_prompt=audio_prompt is not None, probe_accuracy=cv.accuracy, **row, **baseline)
+            row = dict(site=site, layer=layer if len(cvs) == 1 else list(_layers_of(layer)), head=head, method=method, mode=cv.mode,
+                       alpha=float(alpha), concept=concept, source=source, target=target, prompt=prompt, start=start, duration=duration,
+                       judge=judge, audio_prompt=audio_prompt is not None, probe_accuracy=float(np.mean([c.accuracy for c in cvs])), **row, **baseline)
             row["key"] = setting_key(row)
             if return_audio:
                 row.update(audio_unsteered=audio0, audio_steered=audio, codes_unsteered=codes0, codes_steered=codes)
@@ -195,31 +208,37 @@ def recommend(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(
     ok = [r for r in table if passes_quality(r, tolerance, max_collapse_rate) and r["success_rate"] > 0]
     if not ok:
         return None
-    return min(ok, key=lambda r: (-r["success_rate"], r["alpha"], r["collapse_rate"], r["layer"], str(r.get("key", ""))))
+    return min(ok, key=lambda r: (-r["success_rate"], r["alpha"], r["collapse_rate"], _layers_of(r["layer"]), str(r.get("key", ""))))
 
 
 def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(), title: str = "") -> Any:
-    """Success rate (± SE) against the codebook-0 entropy ratio, one point per setting (labelled
-    when it has a success or mostly collapsed); the dashed line is the collapse tolerance and the
-    recommended setting is circled."""
+    """Two panels, one point per setting against the codebook-0 entropy ratio: the success rate
+    (± SE; labelled when above 0; the recommended setting circled) and the heard rate (the judge
+    says the target, collapsed or not; labelled from 0.5), so that a sweep with no success still
+    shows where the target was heard and at what cost. The dashed line is the collapse tolerance."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 5.5), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(12, 5.5), layout="constrained")
+    ax_success, ax_heard = fig.subplots(1, 2, sharex=True)
     markers = {"probe": "o", "diff_means": "s"}
     for r in table:
-        ax.errorbar(r["entropy_ratio"], r["success_rate"], yerr=r["success_rate_se"], fmt=markers.get(r["method"], "^"),
-                    color="tab:red" if r["collapse_rate"] > 0.25 else "tab:blue", alpha=0.8, capsize=2)
-        if r["success_rate"] > 0 or r["collapse_rate"] > 0.5:  # the rest pile up at 0: unlabelled
-            ax.annotate(r.get("key", setting_key(r)), (r["entropy_ratio"], r["success_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        style = dict(fmt=markers.get(r["method"], "^"), color="tab:red" if r["collapse_rate"] > 0.25 else "tab:blue", alpha=0.8, capsize=2)
+        key = r.get("key", setting_key(r))
+        ax_success.errorbar(r["entropy_ratio"], r["success_rate"], yerr=r["success_rate_se"], **style)
+        ax_heard.errorbar(r["entropy_ratio"], r["heard_rate"], yerr=r.get("heard_rate_se", 0.0), **style)
+        if r["success_rate"] > 0:  # the rest pile up at 0: unlabelled
+            ax_success.annotate(key, (r["entropy_ratio"], r["success_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if r["heard_rate"] >= 0.5:
+            ax_heard.annotate(key, (r["entropy_ratio"], r["heard_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     best = recommend(table, tolerance)
     if best is not None:
-        ax.plot(best["entropy_ratio"], best["success_rate"], "o", ms=16, mfc="none", mec="black")
-    ax.axvline(tolerance.entropy_ratio, color="grey", ls="--", lw=1)
-    ax.set_xlabel("codebook-0 entropy, steered / unsteered (same seed)")
-    ax.set_ylabel("success rate (verdict)")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title(title or "steering sweep: o probe, s diff_means; red: > 25% collapse")
+        ax_success.plot(best["entropy_ratio"], best["success_rate"], "o", ms=16, mfc="none", mec="black")
+    for ax, label in ((ax_success, "success rate (verdict)"), (ax_heard, "heard rate (judge's label, collapsed or not)")):
+        ax.axvline(tolerance.entropy_ratio, color="grey", ls="--", lw=1)
+        ax.set_xlabel("codebook-0 entropy, steered / unsteered (same seed)")
+        ax.set_ylabel(label)
+        ax.set_ylim(-0.05, 1.05)
+    fig.suptitle(title or "steering sweep: o probe, s diff_means; red: > 25% collapse")
     return fig
 
 
