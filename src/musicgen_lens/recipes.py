@@ -80,12 +80,13 @@ def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str
     (`stored_recommendation`), else the paper's relative depth, probe, alpha 0.5, with a warning
     that says which: these weights were never measured, or they were and no setting passed the
     quality-guarded verdict (then the fallback is not expected to work either)."""
-    rec = stored_recommendation(model, target)
+    stored = _stored_defaults(model)  # read once: the recommendation and whether these weights were measured
+    measured = (stored or {}).get("recommended") or {}
+    rec = measured.get(target.lstrip("+"))
     if rec is not None:
         return {k: rec[k] for k in ("site", "layer", "head", "method", "alpha")} | {"measured": True}
-    stored = _stored_defaults(model)
     fallback = f"using the paper's relative depth (layer {relative_depth_layer(model)}), probe, alpha 0.5"
-    if stored is not None and target.lstrip("+") in (stored.get("recommended") or {}):
+    if target.lstrip("+") in measured:
         warnings.warn(f"measured on these weights ({STEERING_DEFAULTS.name}): no steering setting towards {target!r} passed the "
                       f"quality-guarded verdict (success with no collapse and the other attribute kept); {fallback}, which is not "
                       "expected to succeed either", UserWarning, stacklevel=2)
