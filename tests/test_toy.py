@@ -174,3 +174,14 @@ def test_shipping_a_retrained_checkpoint_keeps_the_shipped_judges_and_defaults(t
     assert (target / "judges" / "clean-x.json").read_text() == "{}"
     assert (target / "steering_defaults.json").read_text() == '{"old": 1}'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "toy"]  # no staging or previous left
+
+
+def test_the_demo_reports_only_what_it_ran(tmp_path):
+    """make demo's report: one section per demo run, its own counts in the summary, frames before the start untouched."""
+    from musicgen_lens.demo import main
+
+    assert main(["--out", str(tmp_path), "--seeds", "2", "--seconds", "3", "--demos", "tabla"]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## tabla" in report and "## violin" not in report and "violin" not in report.split("## what this means")[1].split("##")[0]
+    assert "Here tabla passed in " in report
+    assert any(tmp_path.glob("tabla_seed*_steered.wav")) and any(tmp_path.glob("tabla_spectrogram_*.png"))

@@ -47,8 +47,8 @@ JOBS: dict[str, dict[str, str]] = {
 }
 
 
-def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) -> tuple[list[str], list[Path], bool]:
-    """One steering demo: its report section, the files it wrote, and whether the frames before the start were untouched."""
+def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) -> tuple[list[str], list[Path], bool, str]:
+    """One steering demo: its report section, the files it wrote, whether the frames before the start were untouched, and its count of successes."""
     job = JOBS[name]
     target, kept = job["target"], job["kept"]
     d = default_setting(model, target)
@@ -103,7 +103,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
           if not d["measured"] else []),
         "",
     ]
-    return lines, files, row["frames_before_start_identical"] == 1.0
+    return lines, files, row["frames_before_start_identical"] == 1.0, f"{name} passed in {c['success']}/{n}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,20 +133,21 @@ def main(argv: list[str] | None = None) -> int:
         "- verdict (musicgen_lens.eval.steering_verdict): success = target heard, no collapse, the other attribute kept",
         "",
     ]
-    files, ok = [], True
+    files, ok, passed = [], True, []
     for name in args.demos:
-        lines, written, untouched = _job(model, name, args, out)
+        lines, written, untouched, summary = _job(model, name, args, out)
         report += lines
         files += written
         ok = ok and untouched
+        passed.append(summary)
     report += [
         "## what this means",
         "",
         "A success is the judge's label plus the quality guard, on a toy model whose output, steered or not, is a dense, mostly "
-        "stationary harmonic texture: look at the spectrograms and listen. Adding a tabla keeps the flute and the music; "
-        "trumpet -> violin does not pass on these weights: either the judge does not hear violin, or the codes collapse into "
-        "a drone, or the style flips with the timbre (the toy model entangles them). See the README's steering results "
-        "(`make eval`) for every setting with standard errors.",
+        f"stationary harmonic texture: look at the spectrograms and listen. Here {'; '.join(passed)}. Where a demo fails, "
+        "either the judge does not hear the target, or the codes collapse into a drone, or the other attribute goes with "
+        "it (the toy model entangles timbre and style). See the README's steering results (`make eval`) for every setting "
+        "with standard errors.",
         "",
         "## files",
         "",
