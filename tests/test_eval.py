@@ -67,6 +67,25 @@ def test_tempo_of_a_drum_groove(bpm):
     assert any(abs(est / bpm - m) <= 0.04 * m for m in (0.5, 1.0, 2.0)), est
 
 
+def test_beat_rank_tells_a_tabla_on_the_melody_tempo_from_one_off_it():
+    """On 2-s windows, where a free tempo estimate is unreliable: a tabla at 100 BPM fits a 100 BPM
+    beat better than any other lag in range; tabla clips at other tempi do not."""
+    from musicgen_lens.eval import ON_TEMPO_RANK, beat_rank, on_tempo
+
+    def window(bpm, seed):
+        return clip("flute", seed=seed, tempo_bpm=bpm, duration_s=4.0, accompaniment="tabla")[2 * SR:]
+
+    on = [beat_rank(window(100.0, s), SR, 100.0) for s in range(3)]
+    off = [beat_rank(window(bpm, 50 + s), SR, 100.0) for s, bpm in enumerate((70.0, 83.0, 122.0, 140.0))]
+    assert min(on) >= ON_TEMPO_RANK > max(off), (on, off)
+    assert on_tempo(window(100.0, 0), SR, 100.0) and not on_tempo(window(140.0, 0), SR, 100.0)
+    assert beat_rank(np.zeros(2 * SR, np.float32), SR, 100.0) == 0.0  # no onsets follow no beat
+    with pytest.raises(ValueError, match="too short for a beat test"):
+        beat_rank(window(100.0, 0)[: SR // 2], SR, 100.0)
+    with pytest.raises(ValueError, match="bpm must be in"):
+        beat_rank(window(100.0, 0), SR, 300.0)
+
+
 def test_degrade_keeps_length_and_adds_bounded_noise():
     a = clip(duration_s=1.0)
     rng = np.random.default_rng(0)
@@ -237,13 +256,18 @@ def test_a_collapsed_run_is_a_collapse_even_when_the_judge_hears_the_target():
     assert steering_verdict("abstain", "violin", **ok, **kw).outcome == "abstain"
     assert steering_verdict("trumpet", "violin", **ok, **kw).outcome == "not_heard"
     assert steering_verdict("violin", "violin", **ok, **{**kw, "kept_label": "rock"}).outcome == "attribute_lost"
+    # a known tempo: heard and kept but off it is a failure; None does not check; a collapse stays a collapse
+    assert steering_verdict("violin", "violin", **ok, **kw, on_tempo=False).outcome == "off_tempo"
+    assert steering_verdict("violin", "violin", **ok, **kw, on_tempo=True).outcome == "success"
+    assert steering_verdict("violin", "violin", **ok, **kw, on_tempo=None).outcome == "success"
+    assert steering_verdict("violin", "violin", entropy=0.0, stationarity=0.5, **kw, on_tempo=False).outcome == "collapse"
     # the tolerance is the issue's 0.8x: 0.85x passes, 0.75x does not
     ref = kw["entropy_reference"]
     assert steering_verdict("violin", "violin", entropy=0.85 * ref, stationarity=0.8, **{**kw, "entropy_reference": ref}).success
     assert not steering_verdict("violin", "violin", entropy=0.75 * ref, stationarity=0.8, **{**kw, "entropy_reference": ref}).success
     verdicts = [steering_verdict("violin", "violin", **ok, **kw)] * 3 + [v]
     summary = summarize_verdicts(verdicts, frechet=10.0, frechet_reference=10.0)
-    assert summary["counts"] == {"success": 3, "collapse": 1, "not_heard": 0, "abstain": 0, "attribute_lost": 0}
+    assert summary["counts"] == {"success": 3, "collapse": 1, "not_heard": 0, "abstain": 0, "attribute_lost": 0, "off_tempo": 0}
     assert summary["success_rate"] == 0.75 and summary["success_rate_se"] == pytest.approx(np.sqrt(0.75 * 0.25 / 4))
     assert summary["frechet_ok"] is True
     worse = summarize_verdicts(verdicts, frechet=12.5, frechet_reference=10.0, tolerance=Tolerance())

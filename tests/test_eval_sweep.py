@@ -36,7 +36,7 @@ def test_sweep_table_has_one_row_per_setting_and_consistent_rates(model, monkeyp
     assert len({r["key"] for r in rows}) == 4 and all(r["key"] == setting_key(r) for r in rows)
     for r in rows:
         assert r["n"] == 2 and sum(r["counts"].values()) == 2 and set(r["outcomes"]) <= set(OUTCOMES)
-        rates = [r[f"{o}_rate"] for o in ("collapse", "not_heard", "abstain", "attribute_lost")] + [r["success_rate_per_clip"]]
+        rates = [r[f"{o}_rate"] for o in ("collapse", "not_heard", "abstain", "attribute_lost", "off_tempo")] + [r["success_rate_per_clip"]]
         assert abs(sum(rates) - 1) < 1e-9
         assert 0 <= r["success_rate"] <= r["success_rate_per_clip"] <= r["heard_rate"] + r["collapse_rate"] + 1e-9
         for key in ("success_rate_se", "collapse_rate_se", "heard_rate_se"):
@@ -66,6 +66,17 @@ def test_sweep_per_head_rows_and_accompaniment_concept(model, monkeypatch, small
     rows = steering_sweep(model, "", "tabla", concept="accompaniment", instrument="flute", layers=[0], alphas=(0.5,),
                           methods=("probe",), n=2, start=0.2, duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4)
     assert rows[0]["prompt"] == "classical flute melody" and rows[0]["n"] == 2
+    assert rows[0]["on_tempo_rate"] is None and rows[0]["tempo_bpm"] is None  # no known tempo: not checked
+    # a known tempo: each steered window's beat test, in the verdict and the row
+    rows = steering_sweep(model, "", "tabla", concept="accompaniment", instrument="flute", layers=[0], alphas=(0.5,),
+                          methods=("probe",), n=2, start=0.2, duration=1.6, n_clips=3, clip_seconds=0.5, n_reference=4, tempo_bpm=100.0)
+    r = rows[0]
+    assert r["tempo_bpm"] == 100.0 and r["on_tempo_rate"] in (0.0, 0.5, 1.0) and 0.0 <= r["beat_rank"] <= 1.0
+    assert 0.0 <= r["on_tempo_rate_unsteered"] <= 1.0
+    assert r["counts"]["off_tempo"] <= round((1 - r["on_tempo_rate"]) * 2)
+    with pytest.raises(ValueError, match="too short for a beat test"):
+        steering_sweep(model, "", "tabla", concept="accompaniment", instrument="flute", layers=[0], alphas=(0.5,),
+                       methods=("probe",), n=2, start=0.2, duration=0.6, n_clips=3, clip_seconds=0.5, n_reference=4, tempo_bpm=100.0)
 
 
 def test_a_tuple_of_layers_is_one_setting_that_steers_each_layer_with_its_own_vector(model, monkeypatch, small_judges):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -86,3 +88,31 @@ def test_concept_vector_by_difference_of_means(model):
         concept_vector(model, [], [], method="pca")
     result = timbre_transfer(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1, alpha=1.0, start=0.2, duration=0.4, method="diff_means", plot=False)
     assert result.interventions[0].mode == "add" and result.interventions[0].vector.method == "diff_means"
+
+
+def test_a_clamp_concept_sets_the_projection_between_the_two_sides_means(model):
+    """method "clamp": the difference of means' direction, and alpha 0 / 1 set every steered
+    position's projection on it to the source's / the target's mean projection (an affine edit)."""
+    from musicgen_lens.recipes import timbre_concept
+    from musicgen_lens.steering import Intervention, steering_hooks
+
+    dm = timbre_concept(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1, method="diff_means")
+    cl = timbre_concept(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1, method="clamp")
+    torch.testing.assert_close(cl.vector.vector, dm.vector.vector)  # same clips, same direction
+    assert cl.mode == "clamp" and dm.mode == "add" and dm.strength(0.7) == 0.7
+    neg, pos = cl.projections
+    assert pos > neg  # the target's clips lie further along their own direction
+    assert cl.strength(0.0) == pytest.approx(neg) and cl.strength(1.0) == pytest.approx(pos)
+    assert cl.strength(0.5) == pytest.approx((neg + pos) / 2)
+    unit = cl.vector.vector / cl.vector.vector.norm()
+    seen = {}
+    iv = Intervention(cl.vector, alpha=cl.strength(1.0), mode=cl.mode, branch="both")
+    tokens = torch.randint(0, model.cfg.d_vocab, (1, model.cfg.n_codebooks, 12))
+    hooks = steering_hooks(model, [iv]) + [(cl.hook, lambda a, hook: seen.setdefault("a", a.clone()))]  # runs after the steering
+    with torch.no_grad():
+        model.run_with_hooks(tokens, ["classical trumpet melody"], fwd_hooks=hooks)
+    proj = seen["a"][0] @ unit.to(seen["a"].dtype)
+    torch.testing.assert_close(proj, torch.full_like(proj, pos), atol=1e-4, rtol=1e-4)
+    broken = dataclasses.replace(cl, projections=None)
+    with pytest.raises(ValueError, match="needs projections"):
+        broken.strength(1.0)

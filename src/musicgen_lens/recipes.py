@@ -101,7 +101,7 @@ def default_layer(model: "HookedMusicGen", target: str = "violin") -> int:
     return default_setting(model, target)["layer"]
 
 
-METHODS = ("probe", "diff_means")
+METHODS = ("probe", "diff_means", "clamp")
 
 
 @dataclass
@@ -110,13 +110,32 @@ class ConceptVector:
     probe: LinearProbe
     hook: str
     accuracy: float  # sign agreement of the probe on its held-out clips
+    method: str = ""  # concept_vector's method ("" for vectors built otherwise: the vector's own)
+    # "clamp": the mean projection of the source (-1) and target (+1) clips' pooled activations on the unit direction
+    projections: tuple[float, float] | None = None
 
     @property
     def mode(self) -> str:
         """The intervention the vector is made for: a probe's unit direction is scaled by the
         activation's norm (the paper's norm_relative); a difference of means is already in
-        activation units and is added as it is (alpha 1 moves the source's mean to the target's)."""
+        activation units and is added as it is (alpha 1 moves the source's mean to the target's);
+        "clamp" sets the projection on the direction (`strength`)."""
+        if self.method == "clamp":
+            return "clamp"
         return "add" if self.vector.method == "diff_means" else "norm_relative"
+
+    def strength(self, alpha: float) -> float:
+        """The Intervention's alpha for a relative strength `alpha`: `alpha` itself, except for
+        "clamp", where each steered position's projection on the unit direction is set to
+        source + alpha x (target - source) of the clips' mean projections (alpha 0: the source's,
+        1: the target's; an affine concept edit that never leaves the clips' range at alpha <= 1,
+        unlike adding a vector, which moves an activation already on the target further on)."""
+        if self.method != "clamp":
+            return float(alpha)
+        if self.projections is None:
+            raise ValueError("a clamp ConceptVector needs projections (the source's and target's mean projection)")
+        neg, pos = self.projections
+        return float(neg + alpha * (pos - neg))
 
 
 @dataclass
@@ -167,7 +186,9 @@ def concept_vector(
 
     method "probe" is the paper's: the unit direction of a bias-free MSE regression probe.
     "diff_means" is mean(+1) − mean(−1) of the same pooled activations (music-mechint's
-    vectors), unnormalised. Either way the probe is fitted on the same training clips, scores
+    vectors), unnormalised. "clamp" is the difference of means' direction with the two sides'
+    mean projections on it (`ConceptVector.strength`): steering then sets the projection
+    (Intervention mode "clamp") instead of adding to it. Either way the probe is fitted on the same training clips, scores
     the held-out ones (`accuracy`) and draws the score-over-time plots. On a head site
     ("attn.z") `head` picks the head: the vector is made from that head's slice [d_head] and
     steers that head only.
@@ -192,12 +213,16 @@ def concept_vector(
     probe = probe or LinearProbe(task="regression", method="torch", bias=False, normalize="l2", lr=5e-2)
     probe.fit(X[:-n_test], y[:-n_test])
     accuracy = float(np.mean(np.sign(probe.decision_function(X[-n_test:]).ravel()) == y[-n_test:]))
+    projections = None
     if method == "probe":
         vector = SteeringVector.from_probe(probe, site=site, layer=layer, head=head, concept=concept, model=model)
     else:
         train, labels = torch.tensor(X[:-n_test]), y[:-n_test]
         vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, head=head, concept=concept, model=model)
-    return ConceptVector(vector, probe, hook, accuracy)
+        if method == "clamp":
+            proj = train.double() @ (vector.vector.double() / vector.vector.double().norm())  # the mean of a clip's positions' projections
+            projections = (float(proj[labels < 0].mean()), float(proj[labels > 0].mean()))
+    return ConceptVector(vector, probe, hook, accuracy, method, projections)
 
 
 def score_over_time(model: "HookedMusicGen", codes: torch.Tensor, prompt: str, concept: ConceptVector) -> np.ndarray:
@@ -227,9 +252,10 @@ def steer_and_compare(
     **generate_kwargs: Any,
 ) -> SteeringResult:
     """Generate with and without steering (same seed) and compare; `mode` defaults to the
-    concept's (`ConceptVector.mode`)."""
+    concept's (`ConceptVector.mode`); `alpha` is relative (`ConceptVector.strength`: for a clamp
+    concept, the share of the way from the source's mean projection to the target's)."""
     if interventions is None:
-        interventions = [Intervention(concept.vector, alpha=alpha, start=start, mode=mode or concept.mode)]
+        interventions = [Intervention(concept.vector, alpha=concept.strength(alpha), start=start, mode=mode or concept.mode)]
     interventions = list(interventions)
     kw = dict(duration=duration, seed=seed, audio_prompt=audio_prompt, progress=False, **generate_kwargs)
     codes = model.generate([prompt], **kw)[0]

@@ -29,8 +29,8 @@ Every public name is importable from `musicgen_lens.eval`.
 """
 
 from musicgen_lens.eval.features import (
-    FEATURE_SR, Fidelity, _as_mono, _chroma_from_spec, _filters, _onset_from_spec, _resample, _spectrum, _tempo_from_onset,
-    chromagram, features, fidelity, mel_power, onset_envelope, power_spectrogram, tempo,
+    FEATURE_SR, ON_TEMPO_RANK, Fidelity, _as_mono, _chroma_from_spec, _filters, _onset_from_spec, _resample, _spectrum, _tempo_from_onset,
+    beat_rank, chromagram, features, fidelity, mel_power, min_beat_seconds, on_tempo, onset_envelope, power_spectrogram, tempo,
 )
 from musicgen_lens.eval.judges import (
     ABSTAIN, JUDGE_VERSION, ConceptClassifier, _cached_judge, _clean_features, _features_or_none, _fit_judge, _judge_clips,
@@ -47,7 +47,7 @@ from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_figure, sw
 from musicgen_lens.eval.cli import main
 
 __all__ = [
-    "FEATURE_SR", "Fidelity", "chromagram", "features", "fidelity", "mel_power", "onset_envelope", "power_spectrogram", "tempo",
+    "FEATURE_SR", "ON_TEMPO_RANK", "Fidelity", "beat_rank", "min_beat_seconds", "on_tempo", "chromagram", "features", "fidelity", "mel_power", "onset_envelope", "power_spectrogram", "tempo",
     "ABSTAIN", "JUDGE_VERSION", "ConceptClassifier", "clean_classifier", "codec_classifier", "degrade", "judge_cache_dir",
     "judge_key", "load_judge", "reconstruct", "save_judge", "weights_fingerprint",
     "AudioQuality", "Reference", "audio_quality", "code_entropy", "frechet_distance", "gaussian_stats", "reference_clips",

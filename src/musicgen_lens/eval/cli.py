@@ -28,14 +28,26 @@ SWEEP: list[dict[str, Any]] = [
     dict(sites=("resid_post",), layers=[(1, 2, 3), (0, 1, 2, 3), (2, 3)], methods=("probe", "diff_means"), alphas=(0.15, 0.3)),
 ]
 
+TABLA_PROMPT = "classical flute melody at 100 BPM in D major"  # `demo_audio_prompt`'s tempo and key
 _DEMO_GRID = dict(sites=("resid_post",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5,))
 
-# name -> steering_sweep keywords; "audio_prompt" renders a clip of the world (`demo_audio_prompt`)
+# the timbre demos also set the projection on the difference of means instead of adding to it
+# (recipes "clamp": an affine edit from the trumpet clips' mean projection, alpha 0, to the target's, 1)
+_CLAMP_GRID = dict(layers=[1, 2, 3], methods=("clamp",), alphas=(0.5, 1.0, 1.5))
+
+# name -> steering_sweep keywords ("grids": several sweeps, each overriding them); "audio_prompt" renders a clip of the world (`demo_audio_prompt`)
 DEMOS: dict[str, dict[str, Any]] = {
-    "violin_audio_prompt": dict(source="trumpet", target="violin", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID),
-    "xylophone_audio_prompt": dict(source="trumpet", target="xylophone", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID),
+    "violin_audio_prompt": dict(source="trumpet", target="violin", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID,
+                                grids=[{}, _CLAMP_GRID]),
+    "xylophone_audio_prompt": dict(source="trumpet", target="xylophone", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID,
+                                   grids=[{}, _CLAMP_GRID]),
     "xylophone_text": dict(source="trumpet", target="xylophone", **_DEMO_GRID),
-    "tabla": dict(concept="accompaniment", source="", target="tabla", instrument="flute", **_DEMO_GRID),
+    # the melody's tempo is known, so the tabla must follow it: stated in the prompt (the toy
+    # model's training texts name the tempo), or by construction (a rendered 100 BPM flute clip)
+    "tabla": dict(concept="accompaniment", source="", target="tabla", instrument="flute", prompt=TABLA_PROMPT, tempo_bpm=100.0,
+                  **_DEMO_GRID),
+    "tabla_audio_prompt": dict(concept="accompaniment", source="", target="tabla", instrument="flute", audio_prompt="flute",
+                               tempo_bpm=100.0, start=2.0, duration=2.0, **_DEMO_GRID),
     "electronic": dict(concept="style", source="classical", target="electronic", instrument="trumpet", **_DEMO_GRID),
     "violin_from_second_5": dict(source="trumpet", target="violin", start=5.0, duration=10.0, sites=("resid_post",), layers=[2],
                                  methods=("probe", "diff_means"), alphas=(0.5,)),
@@ -68,8 +80,8 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
         state["rows"].append(row)
         save()
 
-    for grid in grids:
-        steering_sweep(model, **kw, **grid, n=n, skip=done, on_row=add, progress=True)
+    for grid in grids:  # a grid's keywords override the common ones
+        steering_sweep(model, **{**kw, **grid}, n=n, skip=done, on_row=add, progress=True)
     state["recommended"] = recommend(state["rows"])
     state["done"] = True
     save()
@@ -77,7 +89,7 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
 
 
 _COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "n", "success_rate", "success_rate_se", "collapse_rate",
-            "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept")
+            "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept", "tempo_bpm", "on_tempo_rate")
 
 
 def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, Any]:
@@ -162,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "prompts": lambda: eval_prompts(model),
         "steering": lambda: [r for m in args.method for r in eval_steering(model, alphas=args.alpha, layer=args.layer, n=args.n, method=m, mode=args.mode)],
         "sweep": lambda: _sweep_part(model, save, results.setdefault("sweep", {}), args.sweep_n, SWEEP, source="trumpet", target="violin"),
-        "demos": lambda: {name: _sweep_part(model, save, results.setdefault("demos", {}).setdefault(name, {}), args.sweep_n, [{}], **kw)
+        "demos": lambda: {name: _sweep_part(model, save, results.setdefault("demos", {}).setdefault(name, {}), args.sweep_n,
+                                            kw.get("grids", [{}]), **{k: v for k, v in kw.items() if k != "grids"})
                           for name, kw in DEMOS.items() if args.demos is None or name in args.demos},
     }
 

@@ -4,7 +4,8 @@ One row per setting (site, layer, head, method, alpha): the share of seeds that 
 (`steering_verdict`: target heard, no collapse, the other prompted attribute kept) with its
 binomial standard error, the collapse rate, the heard rate (the judge says `target`, collapsed
 or not), the mean codebook-0 entropy ratio steered / unsteered (same seed), the set's Fréchet
-ratio to the real clips (steered / unsteered) and the tempo kept. The unsteered runs are made
+ratio to the real clips (steered / unsteered), the tempo kept and, given the melody's tempo, the
+share of steered windows on it (`features.on_tempo`). The unsteered runs are made
 once (batched: `seed` + i for row i) and shared by every setting, so the rows are paired.
 
 `recommend(table)` picks the setting with the highest success rate among those that pass the
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from musicgen_lens.eval.features import fidelity
+from musicgen_lens.eval.features import ON_TEMPO_RANK, beat_rank, fidelity, on_tempo
 from musicgen_lens.eval.judges import clean_classifier, codec_classifier
 from musicgen_lens.eval.quality import _clip_quality, _Featurized, reference_clips
 from musicgen_lens.eval.verdict import Tolerance, _rate, steering_verdict, summarize_verdicts
@@ -64,7 +65,7 @@ def steering_sweep(
     sites: Sequence[str] = ("resid_post",), heads: Sequence[int] | None = None, methods: Sequence[str] = ("probe", "diff_means"),
     n: int = 8, seed: int = 0, start: float = 2.0, duration: float = 4.0, prompt: str | None = None,
     audio_prompt: Any = None, audio_prompt_sr: int | None = None, n_clips: int = 24, clip_seconds: float = 3.0,
-    judge: str = "clean", vector_seed: int = 0, tolerance: Tolerance = Tolerance(), n_reference: int = 100, batch_size: int = 16,
+    judge: str = "clean", tempo_bpm: float | None = None, vector_seed: int = 0, tolerance: Tolerance = Tolerance(), n_reference: int = 100, batch_size: int = 16,
     skip: Iterable[str] = (), on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
     return_audio: bool = False,
 ) -> list[dict[str, Any]]:
@@ -81,17 +82,22 @@ def steering_sweep(
     generating from the text alone; `start` counts from the prompt's first frame, so a start at
     the prompt's end steers only the continuation. The vectors come from `n_clips` clips each side
     (`recipes._specs` under `vector_seed`, `vector_seed` + 1: the recipes' clips). `judge`: "clean" or "codec"
-    (`codec_classifier`). `skip`: setting keys (`setting_key`) already measured; `on_row` is
+    (`codec_classifier`). `tempo_bpm`: the melody's known tempo (stated in the prompt, or the
+    audio prompt's): each steered window must then follow it (`features.on_tempo`) to count as a
+    success ("off_tempo" otherwise), and the rows report on_tempo_rate (steered and unsteered) and
+    the mean beat_rank. `skip`: setting keys (`setting_key`) already measured; `on_row` is
     called with each new row (a resumable caller saves it there). `return_audio` adds
     "audio_unsteered" / "audio_steered" (mono clips from `start`, [n] lists) and "codes_unsteered"
     / "codes_steered" to each row (not JSON-able; for plots and listening).
 
     Rows: setting (site, layer, head, method, mode, alpha, key), n, success_rate[_se] (the
     verdict's, 0 when the set fails the Fréchet check), success_rate_per_clip, collapse_rate[_se],
-    heard_rate[_se], not_heard/abstain/attribute_lost rates, kept_rate (the other attribute as
-    prompted), entropy_ratio (mean per-seed codebook-0 entropy steered / unsteered after
-    `start`), stationarity, frechet_ratio, frechet_ok, tempo_kept, probe_accuracy, the unsteered
-    heard/kept rates and each seed's outcome.
+    heard_rate[_se], not_heard/abstain/attribute_lost/off_tempo rates, kept_rate (the other
+    attribute as prompted), entropy_ratio (mean per-seed codebook-0 entropy steered / unsteered
+    after `start`), stationarity, frechet_ratio, frechet_ok, tempo_kept (a free tempo estimate of
+    the steered window within 4% or an octave of the unsteered one's: unreliable on 2-s codec
+    windows, reported only), on_tempo_rate[_se] and beat_rank (None without `tempo_bpm`),
+    probe_accuracy, the unsteered heard/kept/on-tempo rates and each seed's outcome.
     """
     import torch
 
@@ -137,7 +143,8 @@ def steering_sweep(
     labels0, kept0 = feats0.labels(judged), feats0.labels(kept_judge)
     frechet0 = feats0.frechet(judged, ref_X)
     baseline = dict(heard_rate_unsteered=float(np.mean(labels0 == target)), kept_rate_unsteered=float(np.mean(kept0 == task["kept"])),
-                    entropy_cb0_unsteered=float(entropy0[:, 0].mean()), frechet_unsteered=frechet0)
+                    entropy_cb0_unsteered=float(entropy0[:, 0].mean()), frechet_unsteered=frechet0, tempo_bpm=tempo_bpm,
+                    on_tempo_rate_unsteered=None if tempo_bpm is None else float(np.mean([on_tempo(a, sr, tempo_bpm) for a in audio0])))
     rows: list[dict[str, Any]] = []
     for site, layer, head, method in grid:
         todo = [a for a in alphas if setting_key(dict(site=site, layer=layer, head=head, method=method, alpha=a)) not in skip]
@@ -149,9 +156,9 @@ def steering_sweep(
         cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head) for la in _layers_of(layer)]
         cv = cvs[0]
         for alpha in todo:
-            codes, audio = run([Intervention(c.vector, alpha=alpha, start=start, mode=c.mode) for c in cvs])
+            codes, audio = run([Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in cvs])
             row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
-                       target, task["kept"], frame, sr, tolerance)
+                       target, task["kept"], frame, sr, tolerance, tempo_bpm)
             row = dict(site=site, layer=layer if len(cvs) == 1 else list(_layers_of(layer)), head=head, method=method, mode=cv.mode,
                        alpha=float(alpha), concept=concept, source=source, target=target, prompt=prompt, start=start, duration=duration,
                        judge=judge, audio_prompt=audio_prompt is not None, probe_accuracy=float(np.mean([c.accuracy for c in cvs])), **row, **baseline)
@@ -169,17 +176,21 @@ def steering_sweep(
 
 def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: list[np.ndarray], entropy0: np.ndarray,
          labels0: np.ndarray, kept0: np.ndarray, frechet0: float, judged: Any, kept_judge: Any, ref_X: np.ndarray,
-         target: str, kept: str, frame: int, sr: int, tolerance: Tolerance) -> dict[str, Any]:
+         target: str, kept: str, frame: int, sr: int, tolerance: Tolerance, tempo_bpm: float | None = None) -> dict[str, Any]:
     n = len(codes)
+    ranks = None if tempo_bpm is None else [beat_rank(a, sr, tempo_bpm) for a in audio]
+    beat_ok = [None] * n if ranks is None else [r >= ON_TEMPO_RANK for r in ranks]  # features.on_tempo
     feats = _Featurized.of(audio, sr)
     entropy, aq = _clip_quality(codes, audio, frame, sr)
     labels, kept_labels = feats.labels(judged), feats.labels(kept_judge)
     verdicts = [steering_verdict(labels[i], target, entropy=entropy[i, 0], entropy_reference=entropy0[i, 0], stationarity=aq[i].stationarity,
-                                 kept_label=kept_labels[i], kept=kept, kept_unsteered=kept0[i], tolerance=tolerance) for i in range(n)]
+                                 kept_label=kept_labels[i], kept=kept, kept_unsteered=kept0[i], on_tempo=beat_ok[i], tolerance=tolerance)
+                for i in range(n)]
     frechet = feats.frechet(judged, ref_X)
     s = summarize_verdicts(verdicts, frechet, frechet0, tolerance)
     heard, heard_se = _rate(int(np.sum(labels == target)), n)
     kept_rate, kept_se = _rate(int(np.sum(kept_labels == kept)), n)
+    tempo_rate, tempo_se = (None, None) if ranks is None else _rate(int(sum(beat_ok)), n)
     tempo_kept = [fidelity(a0, a, sr).tempo_kept for a0, a in zip(audio0, audio)]
     frames_same = [bool(np.array_equal(np.asarray(c0)[..., :frame], np.asarray(c)[..., :frame])) for c0, c in zip(codes0, codes)]
     return dict(
@@ -189,7 +200,8 @@ def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: l
         kept_rate=kept_rate, kept_rate_se=kept_se, entropy_cb0=float(entropy[:, 0].mean()),
         entropy_ratio=float(np.mean(entropy[:, 0] / np.maximum(entropy0[:, 0], 1e-9))),
         stationarity=float(np.mean([q.stationarity for q in aq])), frechet=frechet, frechet_ratio=float(frechet / frechet0) if frechet0 > 0 else float("nan"),
-        frechet_ok=s["frechet_ok"], tempo_kept=float(np.mean(tempo_kept)), frames_before_start_identical=float(np.mean(frames_same)),
+        frechet_ok=s["frechet_ok"], tempo_kept=float(np.mean(tempo_kept)), on_tempo_rate=tempo_rate, on_tempo_rate_se=tempo_se,
+        off_tempo_rate=s["off_tempo_rate"], beat_rank=None if ranks is None else float(np.mean(ranks)), frames_before_start_identical=float(np.mean(frames_same)),
         counts=s["counts"], outcomes=[v.outcome for v in verdicts], labels=[str(x) for x in labels],
     )
 
@@ -220,7 +232,7 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
 
     fig = Figure(figsize=(12, 5.5), layout="constrained")
     ax_success, ax_heard = fig.subplots(1, 2, sharex=True)
-    markers = {"probe": "o", "diff_means": "s"}
+    markers = {"probe": "o", "diff_means": "s", "clamp": "^"}
     for r in table:
         style = dict(fmt=markers.get(r["method"], "^"), color="tab:red" if r["collapse_rate"] > 0.25 else "tab:blue", alpha=0.8, capsize=2)
         key = r.get("key", setting_key(r))
@@ -238,16 +250,17 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
         ax.set_xlabel("codebook-0 entropy, steered / unsteered (same seed)")
         ax.set_ylabel(label)
         ax.set_ylim(-0.05, 1.05)
-    fig.suptitle(title or "steering sweep: o probe, s diff_means; red: > 25% collapse")
+    fig.suptitle(title or "steering sweep: o probe, s diff_means, ^ clamp; red: > 25% collapse")
     return fig
 
 
 def sweep_table_markdown(table: Sequence[dict[str, Any]]) -> str:
     """The table as Markdown: one line per setting."""
-    lines = ["| setting | n | success | collapse | heard | style/instrument kept | entropy ratio | Fréchet ratio | tempo kept |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | n | success | collapse | heard | style/instrument kept | entropy ratio | Fréchet ratio | tempo kept | on tempo |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| `{r.get('key', setting_key(r))}` | {r['n']} | {r['success_rate']:.2f} ± {r['success_rate_se']:.2f} | "
                      f"{r['collapse_rate']:.2f} ± {r['collapse_rate_se']:.2f} | {r['heard_rate']:.2f} | {r['kept_rate']:.2f} | "
-                     f"{r['entropy_ratio']:.2f} | {r['frechet_ratio']:.2f} | {r['tempo_kept']:.2f} |")
+                     f"{r['entropy_ratio']:.2f} | {r['frechet_ratio']:.2f} | {r['tempo_kept']:.2f} | "
+                     f"{'–' if r.get('on_tempo_rate') is None else format(r['on_tempo_rate'], '.2f')} |")
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""Verdicts: a steered clip is a success only if the target is heard, it has not collapsed and the
-prompted attribute that was not steered is kept (`steering_verdict`); `summarize_verdicts`
+"""Verdicts: a steered clip is a success only if the target is heard, it has not collapsed, the
+prompted attribute that was not steered is kept and, where the melody's tempo is known (an added
+accompaniment), the onsets follow it (`steering_verdict`); `summarize_verdicts`
 aggregates over seeds with the set-level Fréchet check."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from musicgen_lens.eval.judges import ABSTAIN
 
-OUTCOMES = ("success", "collapse", "not_heard", "abstain", "attribute_lost")
+OUTCOMES = ("success", "collapse", "not_heard", "abstain", "attribute_lost", "off_tempo")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Verdict:
     entropy_reference: float = float("nan")
     stationarity: float = float("nan")
     collapsed: bool = False
+    on_tempo: bool | None = None  # the onsets follow the melody's known tempo (None: not checked)
 
     @property
     def success(self) -> bool:
@@ -55,7 +57,8 @@ class Verdict:
 
 def steering_verdict(
     label: str, target: str, *, entropy: float, entropy_reference: float, stationarity: float,
-    kept_label: str | None = None, kept: str | None = None, kept_unsteered: str | None = None, tolerance: Tolerance = Tolerance(),
+    kept_label: str | None = None, kept: str | None = None, kept_unsteered: str | None = None, on_tempo: bool | None = None,
+    tolerance: Tolerance = Tolerance(),
 ) -> Verdict:
     """One steered clip: "success" only if the target is heard (the judge's label is `target`,
     not "abstain"), the clip has not collapsed (code entropy >= `tolerance.entropy_ratio` x
@@ -63,7 +66,9 @@ def steering_verdict(
     `tolerance.max_stationarity`) and the prompted attribute that was not steered is kept
     (`kept_label == kept`, when given). Failures, first that applies: "collapse" (whatever the
     judge says: a collapsed texture is often labelled the target with confidence), "abstain",
-    "not_heard", "attribute_lost". The set-level Fréchet check is `summarize_verdicts`'.
+    "not_heard", "attribute_lost", "off_tempo" (`on_tempo` is False: e.g. a tabla heard but not
+    at the melody's tempo, `features.on_tempo`; None: not checked). The set-level Fréchet check
+    is `summarize_verdicts`'.
 
     `kept_unsteered`, the judge's label for that attribute on the unsteered run (same seed): when
     the unsteered run already lacks the prompted value, the steered run must keep the unsteered
@@ -80,10 +85,12 @@ def steering_verdict(
         outcome = "not_heard"
     elif kept is not None and kept_label != kept:
         outcome = "attribute_lost"
+    elif on_tempo is False:
+        outcome = "off_tempo"
     else:
         outcome = "success"
     return Verdict(outcome, str(label), target, None if kept_label is None else str(kept_label), kept,
-                   float(entropy), float(entropy_reference), float(stationarity), collapsed)
+                   float(entropy), float(entropy_reference), float(stationarity), collapsed, on_tempo)
 
 
 def _rate(k: int, n: int) -> tuple[float, float]:
