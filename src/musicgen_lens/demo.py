@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         "A success is the judge's label plus the quality guard, on a toy model whose output, steered or not, is a dense, mostly "
         f"stationary harmonic texture: look at the spectrograms and listen. Here {'; '.join(passed)}. Where a demo fails, "
         "either the judge does not hear the target, or the codes collapse into a drone, or the other attribute goes with "
-        "it (the toy model entangles timbre and style), or an added tabla does not play at the melody's tempo (the toy model "
-        "does not hold a tempo even when prompted with a tabla: 7/16 on tempo from text, 3/16 continuing a 100 BPM clip; its "
-        "codec keeps it in 16/16). See the README's steering results (`make eval`) for every setting "
+        "it (the toy model entangles timbre and style), or an added tabla does not play at the melody's tempo (the README "
+        "measures how often the embedded toy model holds the tempo when its prompt asks for a tabla). See the README's steering "
+        "results (`make eval`) for every setting "
         "with standard errors.",
         "",
         "## files",
