@@ -116,3 +116,16 @@ def test_a_clamp_concept_sets_the_projection_between_the_two_sides_means(model):
     broken = dataclasses.replace(cl, projections=None)
     with pytest.raises(ValueError, match="needs projections"):
         broken.strength(1.0)
+
+
+def test_steer_and_compare_converts_alpha_only_for_the_concepts_own_mode(model):
+    """A clamp concept's relative alpha becomes a projection value only in mode "clamp"; a caller
+    who overrides the mode (e.g. "add") gets their alpha as given, not a projection."""
+    from musicgen_lens.recipes import steer_and_compare, timbre_concept
+
+    cl = timbre_concept(model, "trumpet", "violin", n_clips=6, clip_seconds=0.5, layer=1, method="clamp")
+    kw = dict(alpha=0.5, start=0.2, duration=0.4, plot=False)
+    own = steer_and_compare(model, "classical trumpet melody", cl, **kw)
+    assert own.interventions[0].mode == "clamp" and own.interventions[0].alpha == pytest.approx(cl.strength(0.5))
+    added = steer_and_compare(model, "classical trumpet melody", cl, mode="add", **kw)
+    assert added.interventions[0].mode == "add" and added.interventions[0].alpha == 0.5

@@ -252,10 +252,12 @@ def steer_and_compare(
     **generate_kwargs: Any,
 ) -> SteeringResult:
     """Generate with and without steering (same seed) and compare; `mode` defaults to the
-    concept's (`ConceptVector.mode`); `alpha` is relative (`ConceptVector.strength`: for a clamp
-    concept, the share of the way from the source's mean projection to the target's)."""
+    concept's (`ConceptVector.mode`); in that mode `alpha` is relative (`ConceptVector.strength`: for a
+    clamp concept, the share of the way from the source's mean projection to the target's), in
+    any other `mode` it is the Intervention's alpha as given."""
     if interventions is None:
-        interventions = [Intervention(concept.vector, alpha=concept.strength(alpha), start=start, mode=mode or concept.mode)]
+        mode = mode or concept.mode  # the relative alpha is the concept's only in its own mode
+        interventions = [Intervention(concept.vector, alpha=concept.strength(alpha) if mode == concept.mode else alpha, start=start, mode=mode)]
     interventions = list(interventions)
     kw = dict(duration=duration, seed=seed, audio_prompt=audio_prompt, progress=False, **generate_kwargs)
     codes = model.generate([prompt], **kw)[0]
