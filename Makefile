@@ -34,6 +34,7 @@ test: $(VENV)/.installed
 BENCH_ROUNDS ?= 2
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_forward.py --rounds $(BENCH_ROUNDS)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_forward.py --rounds $(BENCH_ROUNDS) --pos 250 --keep-freed-memory
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_generate.py --steps 30 --rounds $(BENCH_ROUNDS) --batches 1 4 --bf16 --int8
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_host.py --steps 60 --rounds 3
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_int8.py --steps 50
