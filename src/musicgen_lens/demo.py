@@ -62,10 +62,11 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
     alpha = d["alpha"] if args.alpha is None else args.alpha
     where = "stored recommendation" if d["measured"] else "relative-depth fallback (no measured setting passed on these weights)"
     print(f"{name}: steering {site}@{layer} {method} alpha {alpha:g} ({where})", flush=True)
-    tempo_bpm, window = job.get("tempo_bpm"), args.seconds - args.steer_from
+    tempo_bpm, window, unchecked = job.get("tempo_bpm"), args.seconds - args.steer_from, None
     if tempo_bpm is not None and window < min_beat_seconds():
-        print(f"{name}: the tempo is not checked: the steered window ({window:g} s) is shorter than the beat test needs "
-              f"({min_beat_seconds():.2f} s)", flush=True)
+        unchecked = (f"the tempo ({tempo_bpm:g} BPM) is not checked: the steered window ({window:g} s) is shorter than the beat "
+                     f"test needs ({min_beat_seconds():.2f} s)")
+        print(f"{name}: {unchecked}", flush=True)
         tempo_bpm = None
     (row,) = steering_sweep(model, job["source"], target, concept=job["concept"], style=job["style"], instrument=job["instrument"],
                             prompt=job.get("prompt"), tempo_bpm=tempo_bpm,
@@ -106,9 +107,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
         f"- {kept} as prompted ({job[kept]}) in {round(row['kept_rate'] * n)}/{n} steered vs {round(row['kept_rate_unsteered'] * n)}/{n} unsteered",
         *([f"- on the melody's tempo ({row['tempo_bpm']:g} BPM, `eval.on_tempo`) in {round(row['on_tempo_rate'] * n)}/{n} steered vs "
            f"{round(row['on_tempo_rate_unsteered'] * n)}/{n} unsteered; heard and kept but off tempo in {c['off_tempo']}/{n}"]
-          if row.get("tempo_bpm") is not None else
-          [f"- the tempo ({job['tempo_bpm']:g} BPM) is not checked: the steered window is shorter than the beat test needs "
-           f"({min_beat_seconds():.2f} s)"] if job.get("tempo_bpm") is not None else []),
+          if row.get("tempo_bpm") is not None else [f"- {unchecked}"] if unchecked else []),
         f"- codebook-0 entropy steered / unsteered: {row['entropy_ratio']:.2f}; Fréchet distance to real clips steered / unsteered: "
         f"{row['frechet_ratio']:.2f}; codes before second {args.steer_from:g} bit-identical: {row['frames_before_start_identical']:.0%}",
         *([f"- the same setting in `make eval` (16 seeds, 0-15): success {rec['success_rate']:.2f} ± {rec['success_rate_se']:.2f}, "

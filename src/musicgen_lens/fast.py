@@ -1,4 +1,4 @@
-"""Opt-in fast paths: CPU int8 weights, and a static-shape decode step for CUDA graphs.
+"""Opt-in fast paths: CPU int8 weights, a static-shape decode step for CUDA graphs, and CPU memory reuse for caching loops.
 
     from musicgen_lens import fast
     fast.quantize_int8(model)              # CPU: int8 dynamic-quantized matmuls, hooks unchanged
@@ -51,42 +51,6 @@ _LINEAR_NAMES = {Attention: ("W_Q_T", "W_K_T", "W_V_T", "W_O_T"), MLP: ("W_in_T"
 
 
 # ---------------------------------------------------------------------------- CPU int8
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
-
-
-def keep_freed_memory(mmap_threshold_mb: int = 1024, trim_threshold_mb: int = 2047) -> None:
-    """Make glibc keep freed CPU memory for reuse instead of returning it to the kernel (process-wide).
-
-    Blocks up to `mmap_threshold_mb` come from the heap rather than a fresh `mmap`, and up to
-    `trim_threshold_mb` of free heap is kept, so the next `run_with_cache` reuses pages that are
-    already mapped (measured with glibc 2.36: eight 8 MB tensors re-made with 0 page faults
-    instead of 16k; a single 64 MB block, such as a long-context attention pattern, was still
-    mapped afresh). The same as starting Python with `MALLOC_MMAP_THRESHOLD_` /
-    `MALLOC_TRIM_THRESHOLD_` set. It changes no result, only where memory comes from; the cost is
-    that the process's resident memory stays at its peak. CUDA memory is unaffected (PyTorch's
-    caching allocator already reuses it). Raises on platforms without glibc's `mallopt`.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    for name, value in (("mmap_threshold_mb", mmap_threshold_mb), ("trim_threshold_mb", trim_threshold_mb)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2048:
-            raise ValueError(f"keep_freed_memory: {name} must be an int of megabytes in 1..2047 (mallopt takes a C int), got {value!r}")
-    if not sys.platform.startswith("linux"):
-        raise RuntimeError(f"keep_freed_memory needs Linux with glibc (mallopt); this is {sys.platform}")
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError) as err:
-        raise RuntimeError(f"keep_freed_memory needs glibc's mallopt, not found in this C library ({err})") from err
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    for param, mb, name in ((_M_MMAP_THRESHOLD, mmap_threshold_mb, "M_MMAP_THRESHOLD"), (_M_TRIM_THRESHOLD, trim_threshold_mb, "M_TRIM_THRESHOLD")):
-        value = mb << 20
-        if mallopt(param, value) != 1:
-            raise RuntimeError(f"keep_freed_memory: glibc refused mallopt({name}, {value})")
 
 
 def _int8_linear(weight: torch.Tensor, per_channel: bool) -> nn.Module:
@@ -160,6 +124,46 @@ def dequantize(model: "HookedMusicGen") -> "HookedMusicGen":
 
 def is_quantized(model: "HookedMusicGen") -> bool:
     return bool(model.__dict__.get("_int8", False))
+
+
+# ---------------------------------------------------------------------------- CPU memory
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+
+
+def keep_freed_memory(mmap_threshold_mb: int = 1024, trim_threshold_mb: int = 2047) -> None:
+    """Make glibc keep freed CPU memory for reuse instead of returning it to the kernel (process-wide).
+
+    Blocks up to `mmap_threshold_mb` come from the heap rather than a fresh `mmap`, and up to
+    `trim_threshold_mb` of free heap is kept, so the next `run_with_cache` reuses pages that are
+    already mapped (measured with glibc 2.36: eight 8 MB tensors re-made with 0 page faults
+    instead of 16k; a single 64 MB block, such as a long-context attention pattern, was still
+    mapped afresh). The same as starting Python with `MALLOC_MMAP_THRESHOLD_` /
+    `MALLOC_TRIM_THRESHOLD_` set. It changes no result, only where memory comes from; the cost is
+    that the process's resident memory stays at its peak. CUDA memory is unaffected (PyTorch's
+    caching allocator already reuses it). Raises on platforms without glibc's `mallopt`.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    settings = (("mmap_threshold_mb", mmap_threshold_mb, _M_MMAP_THRESHOLD, "M_MMAP_THRESHOLD"),
+                ("trim_threshold_mb", trim_threshold_mb, _M_TRIM_THRESHOLD, "M_TRIM_THRESHOLD"))
+    for name, value, _, _ in settings:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2048:
+            raise ValueError(f"keep_freed_memory: {name} must be an int of megabytes in 1..2047 (mallopt takes a C int), got {value!r}")
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"keep_freed_memory needs Linux with glibc (mallopt); this is {sys.platform}")
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError) as err:
+        raise RuntimeError(f"keep_freed_memory needs glibc's mallopt, not found in this C library ({err})") from err
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    for _, mb, param, c_name in settings:
+        if mallopt(param, mb << 20) != 1:
+            raise RuntimeError(f"keep_freed_memory: glibc refused mallopt({c_name}, {mb << 20})")
 
 
 # ---------------------------------------------------------------------------- static decode step

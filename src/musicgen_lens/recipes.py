@@ -220,7 +220,7 @@ def concept_vector(
         train, labels = torch.tensor(X[:-n_test]), y[:-n_test]
         vector = SteeringVector.from_diff_means(train[labels > 0], train[labels < 0], site=site, layer=layer, head=head, concept=concept, model=model)
         if method == "clamp":
-            proj = train.double() @ (vector.vector.double() / vector.vector.double().norm())  # the mean of a clip's positions' projections
+            proj = train.double() @ vector.normalized().vector.double()  # the mean of a clip's positions' projections
             projections = (float(proj[labels < 0].mean()), float(proj[labels > 0].mean()))
     return ConceptVector(vector, probe, hook, accuracy, method, projections)
 
