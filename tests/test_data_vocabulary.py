@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from musicgen_lens.data import ClipSpec, describe, render_clip, spec_labels
+from musicgen_lens.data import ClipSpec, caption, describe, render_clip, spec_labels
 from musicgen_lens.data.arrangement import render_parts
 
 
@@ -58,3 +58,11 @@ def test_description_names_only_what_is_audible() -> None:
     assert describe(indian_tabla) == describe(indian)
     assert describe(indian).count("tabla") == 1
     assert np.array_equal(render_clip(indian_tabla), render_clip(indian))
+
+
+def test_caption_is_the_description_without_what_varies_at_random_between_a_concepts_clips() -> None:
+    spec = ClipSpec("violin", "classical", tempo_bpm=96, key="D", seed=0)
+    assert caption(spec) == "classical violin melody"
+    assert caption(ClipSpec("flute", "classical", tempo_bpm=131, key="F", accompaniment="tabla")) == "classical flute melody with tabla"
+    # an accompaniment the style already plays is not named (as in `describe`)
+    assert caption(ClipSpec("flute", "indian", accompaniment="tabla")) == "indian flute melody"

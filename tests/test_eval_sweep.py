@@ -118,3 +118,58 @@ def test_recommend_takes_the_best_success_within_the_quality_tolerance_and_the_l
     assert recommend(rows, Tolerance(entropy_ratio=0.5), max_collapse_rate=1.0)["key"] == "drone"
     assert recommend([_row("nothing", 0.0, 0.5), _row("drone", 1.0, 1.0, collapse=1.0, entropy_ratio=0.3)]) is None
     assert recommend([]) is None
+
+
+def test_the_prompted_reference_row_and_caption_vectors(model, monkeypatch, small_judges):
+    """`prompted=True`: a first row generated with the target in the prompt (no steering), judged
+    against the same unsteered runs, never recommended; `vector_text="caption"` reads the vectors
+    with each clip's caption and says so in the key."""
+    from musicgen_lens.data import caption
+    from musicgen_lens.eval import recommend, steering_sweep
+    from musicgen_lens.eval.sweep import PROMPTED, setting_key
+    import musicgen_lens.recipes as recipes
+
+    _patch_judges(monkeypatch, small_judges)
+    prompts, texts = [], []
+    generate, concept_vector = model.generate, recipes.concept_vector
+
+    def spy(prompt, *args, steering=None, **kw):
+        prompts.append((prompt[0], steering is not None))
+        return generate(prompt, *args, steering=steering, **kw)
+
+    def spy_cv(*args, text=None, **kw):
+        texts.append(text)
+        return concept_vector(*args, text=text, **kw)
+
+    monkeypatch.setattr(model, "generate", spy)
+    monkeypatch.setattr(recipes, "concept_vector", spy_cv)
+    rows = steering_sweep(model, layers=[(0, 1)], alphas=(1.0,), sites=("cross_attn_out",), methods=("diff_means",), n=2, start=0.2,
+                          duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4, vector_text="caption", prompted=True)
+    assert [r["key"] for r in rows] == ["prompted: classical violin melody", "cross_attn_out@0+1:diff_means:1:caption"]
+    assert prompts == [("classical trumpet melody", False), ("classical violin melody", False), ("classical trumpet melody", True)]
+    assert texts == [caption, caption]  # one vector per layer, both read with the captions
+    ref = rows[0]
+    assert ref["method"] == PROMPTED and ref["source_prompt"] == "classical trumpet melody" and setting_key(ref) == ref["key"]
+    assert ref["n"] == 2 and sum(ref["counts"].values()) == 2
+    # the reference is never the recommendation, however well it does
+    best = recommend([dict(r, success_rate=1.0 if r is ref else 0.5, collapse_rate=0.0, entropy_ratio=1.0, frechet_ok=True) for r in rows])
+    assert best["key"] == rows[1]["key"]
+    # resumable: nothing runs again
+    assert steering_sweep(model, layers=[(0, 1)], alphas=(1.0,), sites=("cross_attn_out",), methods=("diff_means",), n=2, start=0.2,
+                          duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4, vector_text="caption", prompted=True,
+                          skip={r["key"] for r in rows}) == []
+    with pytest.raises(ValueError, match="vector_text must be one of"):
+        steering_sweep(model, layers=[0], alphas=(1.0,), n=2, vector_text="captions")
+
+
+def test_target_prompt_swaps_the_source_word_or_adds_the_accompaniment():
+    from musicgen_lens.eval.sweep import _task, target_prompt
+
+    task = _task("instrument", "trumpet", "violin", "classical", "trumpet")
+    assert target_prompt(task, "classical trumpet melody", "trumpet", "violin") == "classical violin melody"
+    style = _task("style", "classical", "electronic", "classical", "trumpet")
+    assert target_prompt(style, "classical trumpet melody", "classical", "electronic") == "electronic trumpet melody"
+    acc = _task("accompaniment", "", "tabla", "classical", "flute")
+    assert target_prompt(acc, "classical flute melody at 100 BPM in D major", "", "tabla") == "classical flute melody at 100 BPM in D major with tabla"
+    with pytest.raises(ValueError, match="source 'trumpet' as a word of the prompt"):
+        target_prompt(task, "a brass melody", "trumpet", "violin")

@@ -129,3 +129,35 @@ def test_steer_and_compare_converts_alpha_only_for_the_concepts_own_mode(model):
     assert own.interventions[0].mode == "clamp" and own.interventions[0].alpha == pytest.approx(cl.strength(0.5))
     added = steer_and_compare(model, "classical trumpet melody", cl, mode="add", **kw)
     assert added.interventions[0].mode == "add" and added.interventions[0].alpha == 0.5
+
+
+def test_a_cross_attention_vector_needs_the_clips_captions(model):
+    """With the null text cross-attention adds only its bias, so every clip has the same
+    cross_attn_out and a difference of means is zero: a clear error, not a vector that steers
+    nothing. With each clip's caption the two sides differ."""
+    from musicgen_lens.data import caption
+    from musicgen_lens.recipes import _specs, concept_vector, vector_text
+
+    pos = _specs(model, 4, 0, 0.5, instrument="violin", style="classical")
+    neg = _specs(model, 4, 1, 0.5, instrument="trumpet", style="classical")
+    with pytest.raises(ValueError, match="same activation at 'blocks.1.hook_cross_attn_out'.*text=caption"):
+        concept_vector(model, pos, neg, layer=1, site="cross_attn_out", method="diff_means")
+    cv = concept_vector(model, pos, neg, layer=1, site="cross_attn_out", method="diff_means", text=caption)
+    assert cv.hook == "blocks.1.hook_cross_attn_out" and cv.vector.norm > 0
+    seen = []
+    from musicgen_lens import recipes
+
+    items = recipes._clip_items(model, pos[:2], 1.0, caption)
+    seen = [it.text for it in items]
+    assert seen == ["classical violin melody"] * 2
+    assert vector_text("caption") is caption and vector_text(None) is None
+    with pytest.raises(ValueError, match="vector_text must be one of"):
+        vector_text("describe")
+
+
+def test_timbre_transfer_on_several_layers_steers_each_with_its_own_vector(model):
+    result = timbre_transfer(model, "trumpet", "violin", n_clips=4, clip_seconds=0.5, layer=[0, 1], alpha=1.0, start=0.2, duration=0.4,
+                             method="diff_means", plot=False)
+    assert [iv.vector.layer for iv in result.interventions] == [0, 1]
+    assert all(iv.start == 0.2 and iv.mode == "add" and iv.alpha == 1.0 for iv in result.interventions)
+    assert not torch.equal(result.interventions[0].vector.vector, result.interventions[1].vector.vector)

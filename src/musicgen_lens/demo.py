@@ -61,7 +61,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
     method = d["method"] if args.method is None else args.method
     alpha = d["alpha"] if args.alpha is None else args.alpha
     where = "stored recommendation" if d["measured"] else "relative-depth fallback (no measured setting passed on these weights)"
-    print(f"{name}: steering {site}@{layer} {method} alpha {alpha:g} ({where})", flush=True)
+    print(f"{name}: steering {site}@{layer} {method} alpha {alpha:g}{'' if d['vector_text'] is None else ', vectors read with ' + d['vector_text']} ({where})", flush=True)
     tempo_bpm, window, unchecked = job.get("tempo_bpm"), args.seconds - args.steer_from, None
     if tempo_bpm is not None and window < min_beat_seconds():
         unchecked = (f"the tempo ({tempo_bpm:g} BPM) is not checked: the steered window ({window:g} s) is shorter than the beat "
@@ -72,7 +72,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
                             prompt=job.get("prompt"), tempo_bpm=tempo_bpm,
                             layers=[layer], alphas=[alpha], sites=(site,), heads=None if head is None else [head], methods=(method,),
                             n=args.seeds, start=args.steer_from, duration=args.seconds, n_reference=24, batch_size=args.seeds,
-                            return_audio=True)
+                            return_audio=True, vector_text=d["vector_text"])
     sr, n, c, outcomes = model.sample_rate, row["n"], row["counts"], row["outcomes"]
     files = []
     for kind, pick in (("success", [i for i, o in enumerate(outcomes) if o == "success"]),

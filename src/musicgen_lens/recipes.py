@@ -31,13 +31,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from musicgen_lens.activations import Item, cache_activations
-from musicgen_lens.data.synth import ClipSpec, describe, render_clip
+from musicgen_lens.data.synth import ClipSpec, caption, describe, render_clip
 from musicgen_lens.hooks import hook_name
 from musicgen_lens.probes import LinearProbe
 from musicgen_lens.steering import Intervention, SteeringVector
@@ -76,7 +76,7 @@ def stored_recommendation(model: "HookedMusicGen", target: str = "violin", path:
 
 
 def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str, Any]:
-    """site, layer, head, method, alpha to steer towards `target`: the stored recommendation
+    """site, layer, head, method, alpha, vector_text (`vector_text`) to steer towards `target`: the stored recommendation
     (`stored_recommendation`), else the paper's relative depth, probe, alpha 0.5, with a warning
     that says which: these weights were never measured, or they were and no setting passed the
     quality-guarded verdict (then the fallback is not expected to work either)."""
@@ -84,7 +84,7 @@ def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str
     measured = (stored or {}).get("recommended") or {}
     rec = measured.get(target.lstrip("+"))
     if rec is not None:
-        return {k: rec[k] for k in ("site", "layer", "head", "method", "alpha")} | {"measured": True}
+        return {k: rec[k] for k in ("site", "layer", "head", "method", "alpha")} | {"vector_text": rec.get("vector_text"), "measured": True}
     fallback = f"using the paper's relative depth (layer {relative_depth_layer(model)}), probe, alpha 0.5"
     if target.lstrip("+") in measured:
         warnings.warn(f"measured on these weights ({STEERING_DEFAULTS.name}): no steering setting towards {target!r} passed the "
@@ -93,7 +93,7 @@ def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str
     else:
         warnings.warn(f"no measured steering default for {target!r} on this model (weights fingerprint not in "
                       f"{STEERING_DEFAULTS.name}): {fallback}; measure with musicgen_lens.eval.steering_sweep", UserWarning, stacklevel=2)
-    return dict(site="resid_post", layer=relative_depth_layer(model), head=None, method="probe", alpha=0.5, measured=False)
+    return dict(site="resid_post", layer=relative_depth_layer(model), head=None, method="probe", alpha=0.5, vector_text=None, measured=False)
 
 
 def default_layer(model: "HookedMusicGen", target: str = "violin") -> int:
@@ -159,11 +159,24 @@ def codes_kept(original: torch.Tensor, steered: torch.Tensor, frame: int) -> tup
     return bool(torch.equal(original[..., :frame], steered[..., :frame])), float((original[..., frame:] == steered[..., frame:]).float().mean())
 
 
-def _clip_items(model: "HookedMusicGen", specs: Sequence[ClipSpec], target: float, text: str | None) -> list[Item]:
+# how the clips of a concept vector are conditioned (`concept_vector`'s `text`): by name, for sweeps and stored defaults
+VECTOR_TEXTS: dict[str | None, Callable[[ClipSpec], str] | None] = {None: None, "caption": caption}
+
+
+def vector_text(name: str | None) -> Callable[[ClipSpec], str] | None:
+    """`concept_vector`'s `text` for a name in `VECTOR_TEXTS`: None (the null text: the vector
+    is read from the audio alone) or "caption" (each clip with its own `caption`)."""
+    if name not in VECTOR_TEXTS:
+        raise ValueError(f"vector_text must be one of {list(VECTOR_TEXTS)}, got {name!r}")
+    return VECTOR_TEXTS[name]
+
+
+def _clip_items(model: "HookedMusicGen", specs: Sequence[ClipSpec], target: float, text: str | Callable[[ClipSpec], str] | None) -> list[Item]:
     items = []
     for i, spec in enumerate(specs):
         audio = render_clip(spec)
-        items.append(Item(f"{target:+.0f}-{i}", audio=audio, sr=spec.sample_rate, text=text, labels={"target": target, "text": describe(spec)}))
+        clip_text = text(spec) if callable(text) else text
+        items.append(Item(f"{target:+.0f}-{i}", audio=audio, sr=spec.sample_rate, text=clip_text, labels={"target": target, "text": describe(spec)}))
     return items
 
 
@@ -175,7 +188,7 @@ def concept_vector(
     layer: int | None = None,
     site: str = "resid_post",
     concept: str = "concept",
-    text: str | None = None,
+    text: str | Callable[[ClipSpec], str] | None = None,
     pooling: Any = "mean",
     test_fraction: float = 0.15,
     probe: LinearProbe | None = None,
@@ -192,6 +205,14 @@ def concept_vector(
     the held-out ones (`accuracy`) and draws the score-over-time plots. On a head site
     ("attn.z") `head` picks the head: the vector is made from that head's slice [d_head] and
     steers that head only.
+
+    `text`: what the clips are conditioned on while their activations are read. None (default,
+    the paper's clips): the null text, so the vector is what the audio alone puts there. A
+    string: every clip with that text. A function of the clip (`caption`, "classical violin
+    melody"): each clip with its own description, so the vector also holds what the *text*
+    changes; that is the only way a site downstream of the text, such as `"cross_attn_out"`,
+    differs between the two sides at all (with the null text cross-attention adds only its
+    bias), and it is a prompt contrast in the clips' own words.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -209,6 +230,10 @@ def concept_vector(
         X = X[:, head]
     elif head is not None:
         raise ValueError(f"head= only applies to head sites such as 'attn.z', not {site!r}")
+    if not np.any(X != X[:1]):  # a vector of zeros would steer nothing, silently
+        raise ValueError(f"every clip has the same activation at {hook!r}, so the two sides do not differ there"
+                         + (" (with text=None cross-attention reads the null text: pass text=caption, each clip's own caption)"
+                            if site.startswith("cross_attn") and text is None else ""))
     n_test = max(1, int(round(test_fraction * len(y))))
     probe = probe or LinearProbe(task="regression", method="torch", bias=False, normalize="l2", lr=5e-2)
     probe.fit(X[:-n_test], y[:-n_test])
@@ -314,18 +339,20 @@ def _specs(model: "HookedMusicGen", n: int, seed: int, duration_s: float, **spec
 def timbre_concept(
     model: "HookedMusicGen", source: str = "trumpet", target: str = "violin", *, style: str = "classical",
     n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, seed: int = 0, method: str | None = None,
-    site: str | None = None, head: int | None = None,
+    site: str | None = None, head: int | None = None, text: str | Callable[[ClipSpec], str] | None = None,
 ) -> ConceptVector:
     """The `target` direction from `target` (+1) vs `source` (-1) clips of one style; layer,
-    method, site and head default to `default_setting(model, target)`."""
+    method, site and head default to `default_setting(model, target)`, and so does the clips'
+    text (`concept_vector`'s `text`) when the site does."""
     d = default_setting(model, target) if None in (layer, method, site) else {}
     layer = d["layer"] if layer is None else layer
     method = d["method"] if method is None else method
     if site is None:
         site, head = d["site"], d["head"] if head is None else head
+        text = vector_text(d["vector_text"]) if text is None else text
     pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
     neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
-    return concept_vector(model, pos, neg, layer=layer, site=site, head=head, concept=target, method=method)
+    return concept_vector(model, pos, neg, layer=layer, site=site, head=head, concept=target, method=method, text=text)
 
 
 def timbre_transfer(
@@ -335,12 +362,19 @@ def timbre_transfer(
 ) -> SteeringResult:
     """The paper's trumpet -> violin (or -> xylophone): the prompt asks for `source`, steering adds
     `target`. layer / alpha / method default to `default_setting(model, target)` (measured on the
-    toy model; see the module docstring for real MusicGen)."""
-    if alpha is None:
-        alpha = default_setting(model, target)["alpha"]
-    concept = timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=layer, seed=seed, method=method)
+    toy model; see the module docstring for real MusicGen). `layer` may be several layers (a
+    list, as a measured setting such as "cross_attn_out@2+3" is): each gets its own vector, all at
+    `alpha`, and the result's score is the last layer's probe."""
+    if alpha is None or layer is None:
+        d = default_setting(model, target)
+        alpha = d["alpha"] if alpha is None else alpha
+        layer = d["layer"] if layer is None else layer
+    concepts = [timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=la, seed=seed, method=method)
+                for la in (layer if isinstance(layer, (list, tuple)) else [layer])]
     prompt = prompt or f"{style} {source} melody"
-    return steer_and_compare(model, prompt, concept, alpha=alpha, start=start, duration=duration, seed=seed, **kw)
+    if len(concepts) > 1 and kw.get("interventions") is None:
+        kw["interventions"] = [Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in concepts]
+    return steer_and_compare(model, prompt, concepts[-1], alpha=alpha, start=start, duration=duration, seed=seed, **kw)
 
 
 def genre_transfer(

@@ -46,6 +46,7 @@ from musicgen_lens.data.vocabulary import (
     KEYS,
     STYLES,
     ClipSpec,
+    caption,
     describe,
     spec_labels,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "Clip",
     "ClipSpec",
     "clip_spec_for_index",
+    "caption",
     "describe",
     "make_dataset",
     "render_clip",

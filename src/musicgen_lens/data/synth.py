@@ -27,6 +27,7 @@ from musicgen_lens.data.vocabulary import (
     MIN_TEMPO_BPM,
     STYLES,
     ClipSpec,
+    caption,
     describe,
     spec_labels,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "ClipSpec",
     "Note",
     "clip_spec_for_index",
+    "caption",
     "describe",
     "make_dataset",
     "make_melody",

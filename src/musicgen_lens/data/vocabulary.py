@@ -188,6 +188,18 @@ def describe(spec: ClipSpec) -> str:
     return text
 
 
+def caption(spec: ClipSpec) -> str:
+    """The short prompt naming what a concept vector contrasts, e.g. ``"classical violin melody"``
+    or ``"classical flute melody with tabla"``: `describe` without the tempo, key and backing,
+    which differ at random between the clips of a concept and would add noise to a difference
+    of their activations (`recipes.concept_vector(..., text=caption)`)."""
+    text = f"{spec.style} {spec.instrument} melody"
+    if spec.adds_layer:
+        assert spec.accompaniment is not None
+        text += " with " + _ACCOMPANIMENT_TEXT[spec.accompaniment]
+    return text
+
+
 def spec_labels(spec: ClipSpec) -> dict[str, Any]:
     """Flat labels for probes and CSVs (instrument, style, tempo_bpm, key, scale, ...)."""
     return {

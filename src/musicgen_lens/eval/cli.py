@@ -15,21 +15,29 @@ from typing import Any
 from musicgen_lens.eval.judges import weights_fingerprint
 from musicgen_lens.provenance import weights_fingerprint as provenance_fingerprint
 from musicgen_lens.eval.measure import eval_codec, eval_prompts, eval_steering
-from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_table_markdown
+from musicgen_lens.eval.sweep import PROMPTED, recommend, steering_sweep, sweep_table_markdown
 
 PARTS = ("codec", "prompts", "steering", "sweep", "demos")
 
+# the cross-attention output, read with each clip's caption (`recipes.VECTOR_TEXTS`): with the null
+# text it differs between the clips only by its bias, with the captions it holds what the text changes
+_CROSS_GRID = dict(sites=("cross_attn_out",), layers=[(2, 3), (1, 2, 3), (0, 1, 2, 3)], methods=("diff_means",), alphas=(2.0, 3.0),
+                   vector_text="caption")
+
 # trumpet -> violin: every layer on the residual stream, the attention output of the last two,
-# each head's z of the last layer, and several residual layers steered together at lower alphas
+# each head's z of the last layer, several residual layers steered together at lower alphas, and the
+# cross-attention output of several layers
 SWEEP: list[dict[str, Any]] = [
     dict(sites=("resid_post",), layers=[2, 3, 1, 0], methods=("probe", "diff_means"), alphas=(0.25, 0.5, 1.0)),
     dict(sites=("attn_out",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5, 1.0)),
     dict(sites=("attn.z",), layers=[3], methods=("probe", "diff_means"), alphas=(1.0,)),
     dict(sites=("resid_post",), layers=[(1, 2, 3), (0, 1, 2, 3), (2, 3)], methods=("probe", "diff_means"), alphas=(0.15, 0.3)),
+    _CROSS_GRID,
 ]
 
 TABLA_PROMPT = "classical flute melody at 100 BPM in D major"  # `demo_audio_prompt`'s tempo and key
 _DEMO_GRID = dict(sites=("resid_post",), layers=[2, 3], methods=("probe", "diff_means"), alphas=(0.5,))
+
 
 # the timbre demos also set the projection on the difference of means instead of adding to it
 # (recipes "clamp": an affine edit from the trumpet clips' mean projection, alpha 0, to the target's, 1)
@@ -38,20 +46,21 @@ _CLAMP_GRID = dict(layers=[1, 2, 3], methods=("clamp",), alphas=(0.5, 1.0, 1.5))
 # name -> steering_sweep keywords ("grids": several sweeps, each overriding them); "audio_prompt" renders a clip of the world (`demo_audio_prompt`)
 DEMOS: dict[str, dict[str, Any]] = {
     "violin_audio_prompt": dict(source="trumpet", target="violin", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID,
-                                grids=[{}, _CLAMP_GRID]),
+                                grids=[{}, _CLAMP_GRID, _CROSS_GRID]),
     "xylophone_audio_prompt": dict(source="trumpet", target="xylophone", audio_prompt="trumpet", start=2.0, duration=2.0, **_DEMO_GRID,
-                                   grids=[{}, _CLAMP_GRID]),
-    "xylophone_text": dict(source="trumpet", target="xylophone", **_DEMO_GRID),
+                                   grids=[{}, _CLAMP_GRID, _CROSS_GRID]),
+    "xylophone_text": dict(source="trumpet", target="xylophone", **_DEMO_GRID, grids=[{}, _CROSS_GRID]),
     # the melody's tempo is known, so the tabla must follow it: stated in the prompt (the toy
     # model's training texts name the tempo), or by construction (a rendered 100 BPM flute clip)
     "tabla": dict(concept="accompaniment", source="", target="tabla", instrument="flute", prompt=TABLA_PROMPT, tempo_bpm=100.0,
-                  **_DEMO_GRID),
+                  **_DEMO_GRID, grids=[{}, _CROSS_GRID]),
     "tabla_audio_prompt": dict(concept="accompaniment", source="", target="tabla", instrument="flute", audio_prompt="flute",
-                               tempo_bpm=100.0, start=2.0, duration=2.0, **_DEMO_GRID),
-    "electronic": dict(concept="style", source="classical", target="electronic", instrument="trumpet", **_DEMO_GRID),
+                               tempo_bpm=100.0, start=2.0, duration=2.0, **_DEMO_GRID, grids=[{}, _CROSS_GRID]),
+    "electronic": dict(concept="style", source="classical", target="electronic", instrument="trumpet", **_DEMO_GRID, grids=[{}, _CROSS_GRID]),
     "violin_from_second_5": dict(source="trumpet", target="violin", start=5.0, duration=10.0, sites=("resid_post",), layers=[2],
                                  methods=("probe", "diff_means"), alphas=(0.5,)),
-    "rock_after_electronic": dict(concept="style", source="electronic", target="rock", instrument="trumpet", **_DEMO_GRID),
+    "rock_after_electronic": dict(concept="style", source="electronic", target="rock", instrument="trumpet", **_DEMO_GRID,
+                                  grids=[{}, _CROSS_GRID]),
 }
 
 
@@ -80,15 +89,15 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
         state["rows"].append(row)
         save()
 
-    for grid in grids:  # a grid's keywords override the common ones
-        steering_sweep(model, **{**kw, **grid}, n=n, skip=done, on_row=add, progress=True)
+    for i, grid in enumerate(grids):  # a grid's keywords override the common ones; the first also measures the prompted target
+        steering_sweep(model, **{**kw, **grid}, n=n, skip=done, on_row=add, progress=True, prompted=i == 0)
     state["recommended"] = recommend(state["rows"])
     state["done"] = True
     save()
     return state
 
 
-_COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "n", "success_rate", "success_rate_se", "collapse_rate",
+_COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "vector_text", "n", "success_rate", "success_rate_se", "collapse_rate",
             "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept", "tempo_bpm", "on_tempo_rate")
 
 
@@ -99,9 +108,9 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
     `provenance.weights_fingerprint` of the measured model (what `recipes` checks)."""
     tables: dict[str, list[dict[str, Any]]] = {}
     if (results.get("sweep") or {}).get("rows"):
-        tables["violin"] = results["sweep"]["rows"]
+        tables["violin"] = [r for r in results["sweep"]["rows"] if r["method"] != PROMPTED]
     for name, d in (results.get("demos") or {}).items():
-        rows = d.get("rows") or []
+        rows = [r for r in d.get("rows") or [] if r["method"] != PROMPTED]
         if rows and rows[0]["target"] not in tables and not rows[0]["audio_prompt"] and rows[0]["start"] == 2.0:
             tables[rows[0]["target"]] = rows
     rec = {t: recommend(rows) for t, rows in tables.items()}
@@ -112,12 +121,17 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
             "tables": {t: [{k: r.get(k) for k in _COMPACT} for r in rows] for t, rows in tables.items()}}
 
 
+def _first_steered(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first row that steers (the prompted reference's prompt is the target's, not the source's)."""
+    return next((r for r in rows if r["method"] != PROMPTED), rows[0])
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The README's steering tables from a results JSON (`main`'s `--out`)."""
     out = []
     sweep = results.get("sweep")
     if sweep and sweep.get("rows"):
-        r0 = sweep["rows"][0]
+        r0 = _first_steered(sweep["rows"])
         out += [f"Sweep: `{r0['prompt']}` steered towards {r0['target']} from second {r0['start']:g} of {r0['duration']:g}, "
                 f"n = {r0['n']} seeds per setting (unsteered: {r0['target']} heard {r0['heard_rate_unsteered']:.2f}, "
                 f"style kept {r0['kept_rate_unsteered']:.2f}); {'complete' if sweep.get('done') else 'INCOMPLETE (resumable)'}.", "",
@@ -125,7 +139,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, d in (results.get("demos") or {}).items():
         if not d.get("rows"):
             continue
-        r0 = d["rows"][0]
+        r0 = _first_steered(d["rows"])
         best = recommend(d["rows"])
         out += [f"**{name}** (`{r0['prompt']}`{' + audio prompt' if r0['audio_prompt'] else ''} -> {r0['target'] or 'none'}, "
                 f"from second {r0['start']:g}, n = {r0['n']}; unsteered: target heard {r0['heard_rate_unsteered']:.2f}, "

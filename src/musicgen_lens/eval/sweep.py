@@ -30,10 +30,31 @@ CONCEPTS = ("instrument", "style", "accompaniment")
 
 
 def setting_key(row: dict[str, Any]) -> str:
-    """A row's setting as one string, e.g. "resid_post@3:probe:0.5", "attn.z@2h1:diff_means:1", or
-    "resid_post@1+2+3:probe:0.25" (one vector per layer, each at that alpha)."""
+    """A row's setting as one string, e.g. "resid_post@3:probe:0.5", "attn.z@2h1:diff_means:1",
+    "resid_post@1+2+3:probe:0.25" (one vector per layer, each at that alpha) or
+    "cross_attn_out@2+3:diff_means:3:caption" (vectors read with each clip's caption:
+    `vector_text`). The prompted reference row (method "prompt") is "prompted: <its prompt>"."""
+    if row.get("method") == PROMPTED:
+        return f"prompted: {row['prompt']}"
     head = "" if row.get("head") is None else f"h{row['head']}"
-    return f"{row['site']}@{_layer_str(row['layer'])}{head}:{row['method']}:{row['alpha']:g}"
+    text = "" if row.get("vector_text") is None else f":{row['vector_text']}"
+    return f"{row['site']}@{_layer_str(row['layer'])}{head}:{row['method']}:{row['alpha']:g}{text}"
+
+
+PROMPTED = "prompt"  # the method of the reference row: no steering, the target asked for in the prompt
+
+
+def target_prompt(task: dict[str, Any], prompt: str, source: str, target: str) -> str:
+    """The prompt that asks for the target itself: the source's word replaced by the target's
+    (instrument, style), or the accompaniment added (" with tabla", as the training captions say)."""
+    if task["judged"] == "accompaniment":
+        from musicgen_lens.data.vocabulary import _ACCOMPANIMENT_TEXT
+
+        return f"{prompt} with {_ACCOMPANIMENT_TEXT.get(target, target)}"
+    words = prompt.split()
+    if source not in words:
+        raise ValueError(f"the prompted reference needs the source {source!r} as a word of the prompt {prompt!r}")
+    return " ".join(target if w == source else w for w in words)
 
 
 def _layers_of(layer: Any) -> tuple[int, ...]:
@@ -67,7 +88,7 @@ def steering_sweep(
     audio_prompt: Any = None, audio_prompt_sr: int | None = None, n_clips: int = 24, clip_seconds: float = 3.0,
     judge: str = "clean", tempo_bpm: float | None = None, vector_seed: int = 0, tolerance: Tolerance = Tolerance(), n_reference: int = 100, batch_size: int = 16,
     skip: Iterable[str] = (), on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
-    return_audio: bool = False,
+    return_audio: bool = False, vector_text: str | None = None, prompted: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure every (site, layer[, head], method, alpha) steering `source` -> `target` from `start`.
 
@@ -88,7 +109,18 @@ def steering_sweep(
     the mean beat_rank. `skip`: setting keys (`setting_key`) already measured; `on_row` is
     called with each new row (a resumable caller saves it there). `return_audio` adds
     "audio_unsteered" / "audio_steered" (mono clips from `start`, [n] lists) and "codes_unsteered"
-    / "codes_steered" to each row (not JSON-able; for plots and listening).
+    / "codes_steered" to each row (not JSON-able; for plots and listening). `vector_text`
+    (`recipes.VECTOR_TEXTS`): None, the vectors are read from the clips with the null text (the
+    paper's); "caption", each clip with its own caption ("classical violin melody"), which is
+    what a site downstream of the text (`"cross_attn_out"`) needs to differ at all.
+
+    `prompted`: a first row with no steering, the target asked for in the prompt
+    (`target_prompt`: "classical violin melody" for "classical trumpet melody" -> violin; the
+    same seeds and audio prompt), judged by the same verdict against the same unsteered runs:
+    what steering is compared with. Its method is "prompt"; `recommend` never picks it. On the
+    toy model it shows how much of the verdict the model's own target passes (a prompted
+    xylophone has less code entropy than the trumpet it replaces, so the collapse rule that is
+    relative to the unsteered source rejects most of it).
 
     Rows: setting (site, layer, head, method, mode, alpha, key), n, success_rate[_se] (the
     verdict's, 0 when the set fails the Fréchet check), success_rate_per_clip, collapse_rate[_se],
@@ -104,13 +136,19 @@ def steering_sweep(
     from musicgen_lens.recipes import _specs, concept_vector
     from musicgen_lens.steering import Intervention
 
+    from musicgen_lens.recipes import vector_text as _vector_text
+
     task = _task(concept, source, target, style, instrument)
     prompt = prompt or task["prompt"]
+    clip_text = _vector_text(vector_text)
+    reference_prompt = target_prompt(task, prompt, source, target) if prompted else None
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     skip = set(skip)
     grid = [(site, layer, head, method) for site in sites for layer in layers
             for head in ([None] if not site.endswith(".z") else list(range(model.cfg.n_heads) if heads is None else heads)) for method in methods]
-    if all(setting_key(dict(site=s, layer=la, head=h, method=m, alpha=a)) in skip for s, la, h, m in grid for a in alphas):
+    prompted_key = None if reference_prompt is None else setting_key(dict(method=PROMPTED, prompt=reference_prompt))
+    if (all(setting_key(dict(site=s, layer=la, head=h, method=m, alpha=a, vector_text=vector_text)) in skip
+            for s, la, h, m in grid for a in alphas) and (prompted_key is None or prompted_key in skip)):
         return []
     sr, frame = model.sample_rate, model.pattern.frame_at(start)  # the steering window's first frame
     cut = int(round(start * sr))
@@ -120,11 +158,11 @@ def steering_sweep(
     if audio_prompt is not None:
         gen_kw.update(audio_prompt=audio_prompt, audio_prompt_sr=audio_prompt_sr)
 
-    def run(steering: list[Any] | None) -> tuple[list[Any], list[np.ndarray]]:
+    def run(steering: list[Any] | None, text: str = prompt) -> tuple[list[Any], list[np.ndarray]]:
         codes, audios = [], []
         for lo in range(0, n, batch_size):
             rows = min(batch_size, n - lo)
-            c = model.generate([prompt] * rows, **{**gen_kw, "seed": seed + lo}, steering=steering)
+            c = model.generate([text] * rows, **{**gen_kw, "seed": seed + lo}, steering=steering)
             with torch.no_grad():
                 audio = model.decode(c).float().mean(1).cpu().numpy()
             codes += list(c.cpu())
@@ -146,31 +184,42 @@ def steering_sweep(
                     entropy_cb0_unsteered=float(entropy0[:, 0].mean()), frechet_unsteered=frechet0, tempo_bpm=tempo_bpm,
                     on_tempo_rate_unsteered=None if tempo_bpm is None else float(np.mean([on_tempo(a, sr, tempo_bpm) for a in audio0])))
     rows: list[dict[str, Any]] = []
+
+    def emit(row: dict[str, Any], codes: list[Any], audio: list[np.ndarray]) -> None:
+        row["key"] = setting_key(row)
+        if return_audio:
+            row.update(audio_unsteered=audio0, audio_steered=audio, codes_unsteered=codes0, codes_steered=codes)
+        if progress:
+            print(f"{row['key']}: success {row['success_rate']:.2f} ± {row['success_rate_se']:.2f}, collapse "
+                  f"{row['collapse_rate']:.2f}, heard {row['heard_rate']:.2f}, entropy x{row['entropy_ratio']:.2f}", flush=True)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    common = dict(concept=concept, source=source, target=target, start=start, duration=duration, judge=judge, audio_prompt=audio_prompt is not None)
+    if prompted_key is not None and prompted_key not in skip:
+        codes, audio = run(None, reference_prompt)
+        row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
+                   target, task["kept"], frame, sr, tolerance, tempo_bpm)
+        emit(dict(site=None, layer=None, head=None, method=PROMPTED, mode=None, alpha=0.0, vector_text=None, **common,
+                  prompt=reference_prompt, source_prompt=prompt, probe_accuracy=None, **row, **baseline), codes, audio)
     for site, layer, head, method in grid:
-        todo = [a for a in alphas if setting_key(dict(site=site, layer=layer, head=head, method=method, alpha=a)) not in skip]
+        todo = [a for a in alphas if setting_key(dict(site=site, layer=layer, head=head, method=method, alpha=a, vector_text=vector_text)) not in skip]
         if not todo:
             continue
         neg = _specs(model, n_clips, vector_seed + 1, clip_seconds, **task["neg"])
         pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
                _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
-        cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head) for la in _layers_of(layer)]
+        cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head, text=clip_text)
+               for la in _layers_of(layer)]
         cv = cvs[0]
         for alpha in todo:
             codes, audio = run([Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in cvs])
             row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
                        target, task["kept"], frame, sr, tolerance, tempo_bpm)
-            row = dict(site=site, layer=layer if len(cvs) == 1 else list(_layers_of(layer)), head=head, method=method, mode=cv.mode,
-                       alpha=float(alpha), concept=concept, source=source, target=target, prompt=prompt, start=start, duration=duration,
-                       judge=judge, audio_prompt=audio_prompt is not None, probe_accuracy=float(np.mean([c.accuracy for c in cvs])), **row, **baseline)
-            row["key"] = setting_key(row)
-            if return_audio:
-                row.update(audio_unsteered=audio0, audio_steered=audio, codes_unsteered=codes0, codes_steered=codes)
-            if progress:
-                print(f"{row['key']}: success {row['success_rate']:.2f} ± {row['success_rate_se']:.2f}, collapse "
-                      f"{row['collapse_rate']:.2f}, heard {row['heard_rate']:.2f}, entropy x{row['entropy_ratio']:.2f}", flush=True)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
+            emit(dict(site=site, layer=layer if len(cvs) == 1 else list(_layers_of(layer)), head=head, method=method, mode=cv.mode,
+                      alpha=float(alpha), vector_text=vector_text, **common, prompt=prompt,
+                      probe_accuracy=float(np.mean([c.accuracy for c in cvs])), **row, **baseline), codes, audio)
     return rows
 
 
@@ -217,7 +266,7 @@ def recommend(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(
     """The setting with the highest success rate among the rows that pass the quality tolerance
     (`passes_quality`); ties: the lower alpha, then the lower collapse rate, then the lower layer.
     None when no row passes or none has a success."""
-    ok = [r for r in table if passes_quality(r, tolerance, max_collapse_rate) and r["success_rate"] > 0]
+    ok = [r for r in table if r.get("method") != PROMPTED and passes_quality(r, tolerance, max_collapse_rate) and r["success_rate"] > 0]
     if not ok:
         return None
     return min(ok, key=lambda r: (-r["success_rate"], r["alpha"], r["collapse_rate"], _layers_of(r["layer"]), str(r.get("key", ""))))
@@ -232,9 +281,10 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
 
     fig = Figure(figsize=(12, 5.5), layout="constrained")
     ax_success, ax_heard = fig.subplots(1, 2, sharex=True)
-    markers = {"probe": "o", "diff_means": "s", "clamp": "^"}
+    markers = {"probe": "o", "diff_means": "s", "clamp": "^", PROMPTED: "*"}
     for r in table:
-        style = dict(fmt=markers.get(r["method"], "^"), color="tab:red" if r["collapse_rate"] > 0.25 else "tab:blue", alpha=0.8, capsize=2)
+        color = "tab:green" if r["method"] == PROMPTED else "tab:red" if r["collapse_rate"] > 0.25 else "tab:blue"
+        style = dict(fmt=markers.get(r["method"], "^"), color=color, alpha=0.8, capsize=2)
         key = r.get("key", setting_key(r))
         ax_success.errorbar(r["entropy_ratio"], r["success_rate"], yerr=r["success_rate_se"], **style)
         ax_heard.errorbar(r["entropy_ratio"], r["heard_rate"], yerr=r.get("heard_rate_se", 0.0), **style)
@@ -250,7 +300,7 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
         ax.set_xlabel("codebook-0 entropy, steered / unsteered (same seed)")
         ax.set_ylabel(label)
         ax.set_ylim(-0.05, 1.05)
-    fig.suptitle(title or "steering sweep: o probe, s diff_means, ^ clamp; red: > 25% collapse")
+    fig.suptitle(title or "steering sweep: o probe, s diff_means, ^ clamp, green * the target prompted (no steering); red: > 25% collapse")
     return fig
 
 
