@@ -142,8 +142,20 @@ def test_the_recipes_defaults_are_the_stored_measurement_for_these_weights(toy, 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # measured: no warning
         d = default_setting(toy, passed[0])
-    assert d["measured"] and (d["layer"], d["alpha"], d["method"], d["site"]) == (rec["layer"], rec["alpha"], rec["method"], rec["site"])
+    assert d["measured"] and (d["layer"], d["alpha"], d["method"], d["site"], d["vector_text"]) == (
+        rec["layer"], rec["alpha"], rec["method"], rec["site"], rec.get("vector_text"))
     assert default_layer(toy, passed[0]) == rec["layer"]
+    # the recipes follow a stored setting whole: its site, every one of its layers, its alpha and the clips' text
+    from musicgen_lens.recipes import add_accompaniment, concept_vector
+
+    tabla = stored_recommendation(toy, "tabla")
+    if tabla is not None:
+        r = add_accompaniment(toy, "tabla", n_clips=4, clip_seconds=0.5, duration=0.4, start=0.2, plot=False)
+        layers = tabla["layer"] if isinstance(tabla["layer"], list) else [tabla["layer"]]
+        assert [(iv.vector.site, iv.vector.layer, iv.alpha) for iv in r.interventions] == [(tabla["site"], la, tabla["alpha"]) for la in layers]
+        if len(layers) > 1:  # one vector cannot hold a several-layer setting: a clear error, not a wrong hook
+            with pytest.raises(ValueError, match="not one layer of"):
+                concept_vector(toy, [], [], concept="+tabla")
     for target in failed:  # measured, and nothing passed: said so, not "never measured"
         with pytest.warns(UserWarning, match="no steering setting towards .* passed"):
             assert not default_setting(toy, target)["measured"]

@@ -1,10 +1,10 @@
 """`make demo`: the paper's steering demos on the embedded toy model, offline, judged honestly.
 
-Two demos (`JOBS`), each for several seeds in one batch, steered from second 2 with the stored
+Three demos (`JOBS`), each for several seeds in one batch, steered from second 2 with the stored
 recommended setting (`recipes.default_setting`: measured by `musicgen_lens.eval.steering_sweep`;
 the relative-depth fallback, with a warning, where nothing was measured or nothing passed):
-adding a tabla to "classical flute melody at 100 BPM in D major" (the flute kept, on that tempo) and "classical trumpet melody" ->
-violin (the style kept). Every seed is judged with the quality-guarded verdict
+adding a tabla to "classical flute melody at 100 BPM in D major" (the flute kept, on that tempo), "classical trumpet melody" ->
+violin (the style kept) and "electronic trumpet melody" -> rock (the style chain's second step; the instrument kept). Every seed is judged with the quality-guarded verdict
 (`musicgen_lens.eval.steering_verdict`: target heard, no collapse of the codes' entropy, the
 other attribute kept). Writes report.md (counts out of the seeds), spectrograms before/after for
 one success and one failure per demo, and the audio of one seed each. The judges are shipped
@@ -48,6 +48,8 @@ JOBS: dict[str, dict[str, Any]] = {
     "tabla": dict(concept="accompaniment", source="", target="tabla", kept="instrument", style="classical", instrument="flute",
                   prompt=TABLA_PROMPT, tempo_bpm=100.0),
     "violin": dict(concept="instrument", source="trumpet", target="violin", kept="style", style="classical", instrument="trumpet"),
+    # the style chain's second step: an electronic trumpet melody steered towards rock
+    "rock": dict(concept="style", source="electronic", target="rock", kept="instrument", style="electronic", instrument="trumpet"),
 }
 
 
@@ -117,7 +119,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
           if not d["measured"] else []),
         "",
     ]
-    return lines, files, row["frames_before_start_identical"] == 1.0, f"{name} passed in {c['success']}/{n}"
+    return lines, files, row["frames_before_start_identical"] == 1.0, f"{name} passed in {c['success']}/{n}" + (" seeds, but the set fails the Fréchet check (rate 0)" if row["frechet_ok"] is False and c["success"] else "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,29 @@ def default_layer(model: "HookedMusicGen", target: str = "violin") -> int:
     return default_setting(model, target)["layer"]
 
 
+def _setting(model: "HookedMusicGen", target: str, *, layer: Any = None, method: str | None = None, site: str | None = None,
+             head: int | None = None, alpha: float | None = None, text: Any = None) -> dict[str, Any]:
+    """A recipe's steering setting: what the caller gave, the rest from `default_setting(model,
+    target)` (looked up once, only when something is missing). The site's head and the clips'
+    text come with the stored site when the site is not given. layers: a list (a measured
+    setting may steer several layers together, one vector each)."""
+    d = default_setting(model, target) if None in (layer, method, site, alpha) else {}
+    if site is None:
+        site, head = d["site"], d["head"] if head is None else head
+        text = vector_text(d["vector_text"]) if text is None else text
+    layer = d["layer"] if layer is None else layer
+    return dict(layers=list(layer) if isinstance(layer, (list, tuple)) else [layer], method=d["method"] if method is None else method,
+                site=site, head=head, alpha=float(d["alpha"] if alpha is None else alpha), text=text)
+
+
+def _steer_layers(model: "HookedMusicGen", prompt: str, concepts: Sequence["ConceptVector"], alpha: float, **kw: Any) -> "SteeringResult":
+    """`steer_and_compare` with one intervention per concept (a measured setting on several
+    layers), each at `alpha` in its own mode; the score is the last concept's probe."""
+    if len(concepts) > 1 and kw.get("interventions") is None:
+        kw["interventions"] = [Intervention(c.vector, alpha=c.strength(alpha), start=kw.get("start"), mode=c.mode) for c in concepts]
+    return steer_and_compare(model, prompt, concepts[-1], alpha=alpha, **kw)
+
+
 METHODS = ("probe", "diff_means", "clamp")
 
 
@@ -216,7 +239,12 @@ def concept_vector(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    layer = default_setting(model, concept)["layer"] if layer is None else layer
+    if layer is None:
+        d = default_setting(model, concept)
+        layer = d["layer"]
+        if isinstance(layer, (list, tuple)) or d["site"] != site:
+            raise ValueError(f"the measured setting for {concept!r} is {d['site']}@{layer}, not one layer of {site!r}: pass layer= "
+                             "(a concept vector is one site and layer; the recipes build one per layer of a measured setting)")
     hook = hook_name(site, layer)
     items = _clip_items(model, positive, 1.0, text) + _clip_items(model, negative, -1.0, text)
     order = np.random.default_rng(0).permutation(len(items))
@@ -344,15 +372,12 @@ def timbre_concept(
     """The `target` direction from `target` (+1) vs `source` (-1) clips of one style; layer,
     method, site and head default to `default_setting(model, target)`, and so does the clips'
     text (`concept_vector`'s `text`) when the site does."""
-    d = default_setting(model, target) if None in (layer, method, site) else {}
-    layer = d["layer"] if layer is None else layer
-    method = d["method"] if method is None else method
-    if site is None:
-        site, head = d["site"], d["head"] if head is None else head
-        text = vector_text(d["vector_text"]) if text is None else text
+    st = _setting(model, target, layer=layer, method=method, site=site, head=head, alpha=0.0, text=text)
+    if len(st["layers"]) != 1:
+        raise ValueError(f"timbre_concept builds one vector: the setting steers layers {st['layers']}; pass layer= (timbre_transfer steers them all)")
     pos = _specs(model, n_clips, seed, clip_seconds, instrument=target, style=style)
     neg = _specs(model, n_clips, seed + 1, clip_seconds, instrument=source, style=style)
-    return concept_vector(model, pos, neg, layer=layer, site=site, head=head, concept=target, method=method, text=text)
+    return concept_vector(model, pos, neg, layer=st["layers"][0], site=st["site"], head=st["head"], concept=target, method=st["method"], text=st["text"])
 
 
 def timbre_transfer(
@@ -365,21 +390,16 @@ def timbre_transfer(
     toy model; see the module docstring for real MusicGen). `layer` may be several layers (a
     list, as a measured setting such as "cross_attn_out@2+3" is): each gets its own vector, all at
     `alpha`, and the result's score is the last layer's probe."""
-    if alpha is None or layer is None:
-        d = default_setting(model, target)
-        alpha = d["alpha"] if alpha is None else alpha
-        layer = d["layer"] if layer is None else layer
-    concepts = [timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=la, seed=seed, method=method)
-                for la in (layer if isinstance(layer, (list, tuple)) else [layer])]
+    st = _setting(model, target, layer=layer, method=method, alpha=alpha)
+    concepts = [timbre_concept(model, source, target, style=style, n_clips=n_clips, clip_seconds=clip_seconds, layer=la, seed=seed,
+                               method=st["method"], site=st["site"], head=st["head"], text=st["text"]) for la in st["layers"]]
     prompt = prompt or f"{style} {source} melody"
-    if len(concepts) > 1 and kw.get("interventions") is None:
-        kw["interventions"] = [Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in concepts]
-    return steer_and_compare(model, prompt, concepts[-1], alpha=alpha, start=start, duration=duration, seed=seed, **kw)
+    return _steer_layers(model, prompt, concepts, st["alpha"], start=start, duration=duration, seed=seed, **kw)
 
 
 def genre_transfer(
     model: "HookedMusicGen", styles: Sequence[str] = ("classical", "electronic", "rock"), *, instrument: str = "trumpet",
-    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: Any = None, alpha: float | None = None,
     duration: float = 5.0, seed: int = 0, **kw: Any,
 ) -> list[SteeringResult]:
     """Classical -> electronic -> rock, chained: one result per step, each step continuing the last.
@@ -388,31 +408,39 @@ def genre_transfer(
     continues the *steered* codes of step i-1 (they are its audio prompt, kept verbatim) for
     another `duration` seconds, steered towards styles[i] from where the prompt ends; its
     `original` is the same continuation unsteered. Each concept is styles[i] clips vs styles[0]
-    clips (same instrument). The last result holds the whole chain.
+    clips (same instrument). The last result holds the whole chain. Each step's setting (layer,
+    site, method, alpha, clips' text) is `default_setting(model, style)` where not given.
     """
     base = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=styles[0])
     prompt = f"{styles[0]} {instrument} melody"
     results: list[SteeringResult] = []
     for i, style in enumerate(styles[1:], start=1):
-        concept = concept_vector(model, _specs(model, n_clips, seed + i, clip_seconds, instrument=instrument, style=style), base, layer=layer, concept=style)
+        st = _setting(model, style, layer=layer, alpha=alpha)
+        pos = _specs(model, n_clips, seed + i, clip_seconds, instrument=instrument, style=style)
+        concepts = [concept_vector(model, pos, base, layer=la, site=st["site"], head=st["head"], concept=style, method=st["method"], text=st["text"])
+                    for la in st["layers"]]
         chain: dict[str, Any] = {}
         if results:  # continue the steered audio of the previous step, steering from its end
             previous = results[-1].codes_steered
             chain = {"audio_prompt_codes": previous[None], "start": previous.shape[-1] / model.pattern.frame_rate}
-        results.append(steer_and_compare(model, prompt, concept, alpha=alpha, duration=duration, seed=seed, **chain, **kw))
+        results.append(_steer_layers(model, prompt, concepts, st["alpha"], duration=duration, seed=seed, **chain, **kw))
     return results
 
 
 def add_accompaniment(
     model: "HookedMusicGen", accompaniment: str = "tabla", *, instrument: str = "flute", style: str = "classical",
-    n_clips: int = 24, clip_seconds: float = 3.0, layer: int | None = None, alpha: float = 0.5,
-    duration: float = 5.0, seed: int = 0, **kw: Any,
+    n_clips: int = 24, clip_seconds: float = 3.0, layer: Any = None, alpha: float | None = None,
+    duration: float = 5.0, seed: int = 0, prompt: str | None = None, **kw: Any,
 ) -> SteeringResult:
-    """Add e.g. a tabla: the concept is the same clips with and without the accompaniment (same tempo)."""
+    """Add e.g. a tabla: the concept is the same clips with and without the accompaniment (same
+    tempo). layer / site / method / alpha / the clips' text: `default_setting(model, accompaniment)`
+    where not given (on the toy model the measured cross-attention setting)."""
+    st = _setting(model, accompaniment, layer=layer, alpha=alpha)
     without = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=style)
     with_acc = [dataclasses.replace(spec, accompaniment=accompaniment) for spec in without]
-    concept = concept_vector(model, with_acc, without, layer=layer, concept=f"+{accompaniment}")
-    return steer_and_compare(model, f"{style} {instrument} melody", concept, alpha=alpha, duration=duration, seed=seed, **kw)
+    concepts = [concept_vector(model, with_acc, without, layer=la, site=st["site"], head=st["head"], concept=f"+{accompaniment}",
+                               method=st["method"], text=st["text"]) for la in st["layers"]]
+    return _steer_layers(model, prompt or f"{style} {instrument} melody", concepts, st["alpha"], duration=duration, seed=seed, **kw)
 
 
 def genre_fusion(
@@ -420,8 +448,11 @@ def genre_fusion(
     base_style: str = "classical", instrument: str = "piano", n_clips: int = 24, clip_seconds: float = 3.0,
     layer: int | None = None, alpha: float = 0.5, duration: float = 5.0, seed: int = 0, **kw: Any,
 ) -> SteeringResult:
-    """Fuse genres: a weighted sum of per-genre vectors (each genre vs the base style), normalised."""
+    """Fuse genres: a weighted sum of per-genre probe directions on the residual stream (each
+    genre vs the base style), normalised. Not measured on the toy model: `layer` defaults to the
+    paper's relative depth (`relative_depth_layer`)."""
     weights = list(weights) if weights is not None else [1.0] * len(genres)
+    layer = relative_depth_layer(model) if layer is None else layer
     base = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=base_style)
     concepts = [concept_vector(model, _specs(model, n_clips, seed + i + 1, clip_seconds, instrument=instrument, style=g), base, layer=layer, concept=g) for i, g in enumerate(genres)]
     fused = concepts[0].vector * weights[0]
