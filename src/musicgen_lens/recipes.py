@@ -21,6 +21,12 @@ is 1.0 at every layer while most settings fail the verdict (the style flips or t
 collapses into a drone). On real MusicGen run the sweep on the concept you steer
 (`steering_sweep(model, "trumpet", "violin", layers=range(14, 23), alphas=(0.3, 0.5, 0.7))`
 with a judge for real audio) and pass its `recommend(table)` setting explicitly.
+
+On the toy model the measured settings steer `cross_attn_out` on several layers with vectors
+read from captioned clips (`concept_vector(text=caption)`): there the concepts enter through the
+text, and the paper's residual vectors from null-text clips do not move them without collapse.
+On real MusicGen measure both: the residual probe (the paper's) and `sites=("cross_attn_out",),
+vector_text="caption"`, and keep the one the verdict prefers.
 """
 
 from __future__ import annotations

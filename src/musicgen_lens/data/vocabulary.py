@@ -223,6 +223,7 @@ __all__ = [
     "MIN_TEMPO_BPM",
     "STYLES",
     "ClipSpec",
+    "caption",
     "describe",
     "spec_labels",
 ]
