@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps "$(TINYSOUNDFONT_SPEC)"
 	touch $@
 
-# 8 seeds of trumpet -> violin at the stored recommended setting, judged with the verdict (20-110 s on 2 shared cores).
+# 16 seeds of each demo (tabla, violin, rock) at the stored recommended setting, judged with the verdict (50-150 s on 2 shared cores).
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(PY) -m musicgen_lens.demo --out $(DEMO_OUT)
 

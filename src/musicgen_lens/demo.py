@@ -73,7 +73,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
     (row,) = steering_sweep(model, job["source"], target, concept=job["concept"], style=job["style"], instrument=job["instrument"],
                             prompt=job.get("prompt"), tempo_bpm=tempo_bpm,
                             layers=[layer], alphas=[alpha], sites=(site,), heads=None if head is None else [head], methods=(method,),
-                            n=args.seeds, start=args.steer_from, duration=args.seconds, n_reference=24, batch_size=args.seeds,
+                            n=args.seeds, start=args.steer_from, duration=args.seconds, n_reference=100, batch_size=args.seeds,
                             return_audio=True, vector_text=d["vector_text"])
     sr, n, c, outcomes = model.sample_rate, row["n"], row["counts"], row["outcomes"]
     files = []
@@ -113,7 +113,8 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
         f"- codebook-0 entropy steered / unsteered: {row['entropy_ratio']:.2f}; Fréchet distance to real clips steered / unsteered: "
         f"{row['frechet_ratio']:.2f}; codes before second {args.steer_from:g} bit-identical: {row['frames_before_start_identical']:.0%}",
         *([f"- the same setting in `make eval` (16 seeds, 0-15): success {rec['success_rate']:.2f} ± {rec['success_rate_se']:.2f}, "
-           f"collapse {rec['collapse_rate']:.2f}, heard {rec['heard_rate']:.2f}: {n} seeds are a small sample"]
+           f"collapse {rec['collapse_rate']:.2f}, heard {rec['heard_rate']:.2f}"
+           + (" (the same seeds and reference clips as here)" if n == rec["n"] else f": {n} seeds are a small sample")]
           if rec and rec["key"] == row["key"] else
           [f"- `make eval` found no setting towards {target} that passes the verdict on these weights (see the README's tables)"]
           if not d["measured"] else []),
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demos", nargs="+", choices=list(JOBS), default=list(JOBS), help="which steering demos to run (default: all)")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--steer-from", type=float, default=2.0, help="second at which the intervention starts")
-    parser.add_argument("--seeds", type=int, default=8, help="seeds, generated in one batch")
+    parser.add_argument("--seeds", type=int, default=16, help="seeds, generated in one batch (16: the seeds and reference clips of `make eval`, so the two agree)")
     parser.add_argument("--alpha", type=float, default=None, help="default: the stored recommendation")
     parser.add_argument("--layer", type=int, default=None, help="default: the stored recommendation")
     parser.add_argument("--method", choices=["probe", "diff_means"], default=None, help="default: the stored recommendation")
