@@ -358,3 +358,53 @@ def test_the_packaged_judges_are_the_ones_clean_classifier_asks_for(monkeypatch)
         assert ev.clean_classifier("style").classes_ is not None
     finally:
         ev.clean_classifier.cache_clear()
+
+
+def test_the_chain_demo_continues_each_seeds_steered_first_step(monkeypatch):
+    """`chain_from`: the first step is the named demo's recommended setting (each seed's steered
+    codes), and every setting of the chain's step continues those codes, one row per seed."""
+    import musicgen_lens.eval.cli as cli
+
+    calls = []
+    first = dict(key="cross_attn_out@1+2:diff_means:2:caption", site="cross_attn_out", layer=[1, 2], head=None, method="diff_means",
+                 alpha=2.0, vector_text="caption", success_rate=0.5, collapse_rate=0.0, entropy_ratio=1.0, frechet_ok=True)
+    codes = [torch.full((4, 10), i) for i in range(3)]
+
+    def fake_sweep(model, **kw):
+        calls.append(kw)
+        if kw.get("return_audio"):
+            return [dict(first, heard_rate=1.0, codes_steered=codes)]
+        return []
+
+    monkeypatch.setattr(cli, "steering_sweep", fake_sweep)
+    kw = {k: v for k, v in cli.DEMOS["chain_electronic_then_rock"].items() if k != "grids"}
+    with pytest.raises(ValueError, match="run that demo first"):
+        cli._sweep_part(None, lambda: None, {}, 3, [{}], previous=None, **kw)
+    state: dict = {}
+    cli._sweep_part(None, lambda: None, state, 3, cli.DEMOS["chain_electronic_then_rock"]["grids"], previous={"rows": [first]}, **kw)
+    step1, *step2 = calls
+    assert (step1["source"], step1["target"], step1["sites"], step1["layers"], step1["vector_text"]) == (
+        "classical", "electronic", ("cross_attn_out",), [[1, 2]], "caption")
+    assert len(step2) == 2 and all(torch.equal(c["audio_prompt_codes"], torch.stack(codes)) for c in step2)
+    assert all(c["target"] == "rock" and c["start"] == 4.0 and "chain_from" not in c for c in step2)
+    assert state["first_step"]["key"] == first["key"] and state["done"]
+
+
+def test_measuring_some_demos_keeps_the_other_demos_results(tmp_path, monkeypatch, checkpoint_dir):
+    """`--demos X` measures X and must not drop the demos already in the results file."""
+    import json
+
+    import musicgen_lens.eval as ev
+    import musicgen_lens.eval.cli as cli
+
+    def fake_part(model, save, state, n, grids, previous=None, **kw):
+        state["rows"], state["done"] = [{"key": kw["target"]}], True
+        save()
+        return state
+
+    monkeypatch.setattr(cli, "_sweep_part", fake_part)
+    monkeypatch.setattr(cli, "markdown", lambda results: "")
+    out = tmp_path / "results.json"
+    assert ev.main(["demos", "--demos", "tabla", "--model", checkpoint_dir("base"), "--out", str(out)]) == 0
+    assert ev.main(["demos", "--demos", "electronic", "--model", checkpoint_dir("base"), "--out", str(out)]) == 0
+    assert sorted(json.loads(out.read_text())["demos"]) == ["electronic", "tabla"]

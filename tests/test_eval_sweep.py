@@ -173,3 +173,34 @@ def test_target_prompt_swaps_the_source_word_or_adds_the_accompaniment():
     assert target_prompt(acc, "classical flute melody at 100 BPM in D major", "", "tabla") == "classical flute melody at 100 BPM in D major with tabla"
     with pytest.raises(ValueError, match="source 'trumpet' as a word of the prompt"):
         target_prompt(task, "a brass melody", "trumpet", "violin")
+
+
+def test_a_sweep_can_continue_one_prompt_of_codes_per_seed(model, monkeypatch, small_judges):
+    """`audio_prompt_codes` [n, K, T]: seed i continues row i (a chain's next step continues each
+    seed's steered codes); the prompt's frames come back unchanged and both runs share them."""
+    import torch
+
+    from musicgen_lens.eval import steering_sweep
+
+    _patch_judges(monkeypatch, small_judges)
+    K, T = model.cfg.n_codebooks, int(0.2 * model.frame_rate)
+    prompts = torch.randint(0, model.cfg.d_vocab, (2, K, T), generator=torch.Generator().manual_seed(0))
+    seen = []
+    generate = model.generate
+
+    def spy(*args, audio_prompt_codes=None, **kw):
+        seen.append(None if audio_prompt_codes is None else audio_prompt_codes.clone())
+        return generate(*args, audio_prompt_codes=audio_prompt_codes, **kw)
+
+    monkeypatch.setattr(model, "generate", spy)
+    (row,) = steering_sweep(model, layers=[0], alphas=(1.0,), methods=("diff_means",), n=2, start=0.2, duration=0.4, n_clips=3,
+                            clip_seconds=0.5, n_reference=4, audio_prompt_codes=prompts, return_audio=True)
+    assert len(seen) == 2 and all(torch.equal(s, prompts) for s in seen)  # unsteered and steered, one row per seed
+    assert row["audio_prompt"] and row["frames_before_start_identical"] == 1.0
+    for i in range(2):
+        assert torch.equal(row["codes_unsteered"][i][:, :T], prompts[i]) and torch.equal(row["codes_steered"][i][:, :T], prompts[i])
+    with pytest.raises(ValueError, match=r"one row per seed"):
+        steering_sweep(model, layers=[0], alphas=(1.0,), n=3, start=0.2, duration=0.4, audio_prompt_codes=prompts)
+    with pytest.raises(ValueError, match="not both"):
+        steering_sweep(model, layers=[0], alphas=(1.0,), n=2, start=0.2, duration=0.4, audio_prompt_codes=prompts,
+                       audio_prompt=np.zeros((1, 3200), dtype=np.float32), audio_prompt_sr=model.sample_rate)

@@ -88,7 +88,7 @@ def steering_sweep(
     audio_prompt: Any = None, audio_prompt_sr: int | None = None, n_clips: int = 24, clip_seconds: float = 3.0,
     judge: str = "clean", tempo_bpm: float | None = None, vector_seed: int = 0, tolerance: Tolerance = Tolerance(), n_reference: int = 100, batch_size: int = 16,
     skip: Iterable[str] = (), on_row: Callable[[dict[str, Any]], None] | None = None, progress: bool = False,
-    return_audio: bool = False, vector_text: str | None = None, prompted: bool = False,
+    return_audio: bool = False, vector_text: str | None = None, prompted: bool = False, audio_prompt_codes: Any = None,
 ) -> list[dict[str, Any]]:
     """Measure every (site, layer[, head], method, alpha) steering `source` -> `target` from `start`.
 
@@ -101,7 +101,9 @@ def steering_sweep(
     (the paper steers several layers together). Head sites ("attn.z") get one row per head in `heads`
     (default all). `audio_prompt` (audio at `audio_prompt_sr`) is continued instead of
     generating from the text alone; `start` counts from the prompt's first frame, so a start at
-    the prompt's end steers only the continuation. The vectors come from `n_clips` clips each side
+    the prompt's end steers only the continuation. `audio_prompt_codes` [n, n_codebooks, frames]:
+    one prompt of codes per seed instead (seed `seed` + i continues row i), e.g. each seed's
+    steered codes of a previous step, so that a chain steers what the last step made. The vectors come from `n_clips` clips each side
     (`recipes._specs` under `vector_seed`, `vector_seed` + 1: the recipes' clips). `judge`: "clean" or "codec"
     (`codec_classifier`). `tempo_bpm`: the melody's known tempo (stated in the prompt, or the
     audio prompt's): each steered window must then follow it (`features.on_tempo`) to count as a
@@ -157,12 +159,19 @@ def steering_sweep(
     gen_kw: dict[str, Any] = dict(duration=duration, seed=seed, progress=False)
     if audio_prompt is not None:
         gen_kw.update(audio_prompt=audio_prompt, audio_prompt_sr=audio_prompt_sr)
+    if audio_prompt_codes is not None:
+        if audio_prompt is not None:
+            raise ValueError("give audio_prompt (one clip for every seed) or audio_prompt_codes (one row per seed), not both")
+        audio_prompt_codes = torch.as_tensor(audio_prompt_codes)
+        if audio_prompt_codes.ndim != 3 or audio_prompt_codes.shape[0] != n:
+            raise ValueError(f"audio_prompt_codes must be [n={n}, n_codebooks, frames] (one row per seed), got {tuple(audio_prompt_codes.shape)}")
 
     def run(steering: list[Any] | None, text: str = prompt) -> tuple[list[Any], list[np.ndarray]]:
         codes, audios = [], []
         for lo in range(0, n, batch_size):
             rows = min(batch_size, n - lo)
-            c = model.generate([text] * rows, **{**gen_kw, "seed": seed + lo}, steering=steering)
+            per_seed = {} if audio_prompt_codes is None else {"audio_prompt_codes": audio_prompt_codes[lo:lo + rows]}
+            c = model.generate([text] * rows, **{**gen_kw, "seed": seed + lo}, **per_seed, steering=steering)
             with torch.no_grad():
                 audio = model.decode(c).float().mean(1).cpu().numpy()
             codes += list(c.cpu())
@@ -196,7 +205,8 @@ def steering_sweep(
         if on_row is not None:
             on_row(row)
 
-    common = dict(concept=concept, source=source, target=target, start=start, duration=duration, judge=judge, audio_prompt=audio_prompt is not None)
+    common = dict(concept=concept, source=source, target=target, start=start, duration=duration, judge=judge,
+                  audio_prompt=audio_prompt is not None or audio_prompt_codes is not None)
     if prompted_key is not None and prompted_key not in skip:
         codes, audio = run(None, reference_prompt)
         row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
