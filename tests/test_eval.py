@@ -408,3 +408,16 @@ def test_measuring_some_demos_keeps_the_other_demos_results(tmp_path, monkeypatc
     assert ev.main(["demos", "--demos", "tabla", "--model", checkpoint_dir("base"), "--out", str(out)]) == 0
     assert ev.main(["demos", "--demos", "electronic", "--model", checkpoint_dir("base"), "--out", str(out)]) == 0
     assert sorted(json.loads(out.read_text())["demos"]) == ["electronic", "tabla"]
+
+
+def test_steering_defaults_take_the_clean_judged_text_demo_whatever_order_the_file_has():
+    from musicgen_lens.eval.cli import steering_defaults
+
+    def row(judge, success):
+        return dict(key=f"resid_post@2:diff_means:0.5:{judge}", site="resid_post", layer=2, head=None, method="diff_means", alpha=0.5,
+                    target="xylophone", audio_prompt=False, start=2.0, judge=judge, success_rate=success, collapse_rate=0.0,
+                    entropy_ratio=1.0, frechet_ok=True)
+
+    results = {"demos": {"xylophone_text_codec_judge": {"rows": [row("codec", 0.9)]}, "xylophone_text": {"rows": [row("clean", 0.5)]}}}
+    d = steering_defaults(results, "fp")
+    assert d["recommended"]["xylophone"]["key"].endswith(":clean") and len(d["tables"]["xylophone"]) == 1

@@ -135,9 +135,10 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
     tables: dict[str, list[dict[str, Any]]] = {}
     if (results.get("sweep") or {}).get("rows"):
         tables["violin"] = [r for r in results["sweep"]["rows"] if r["method"] != PROMPTED]
-    for name, d in (results.get("demos") or {}).items():
+    for name, d in _in_demo_order(results.get("demos") or {}):
         rows = [r for r in d.get("rows") or [] if r["method"] != PROMPTED]
-        if rows and rows[0]["target"] not in tables and not rows[0]["audio_prompt"] and rows[0]["start"] == 2.0:
+        # the recipes' own case: a text prompt, steered from second 2, judged by the clean judge
+        if rows and rows[0]["target"] not in tables and not rows[0]["audio_prompt"] and rows[0]["start"] == 2.0 and rows[0]["judge"] == "clean":
             tables[rows[0]["target"]] = rows
     rec = {t: recommend(rows) for t, rows in tables.items()}
     return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
@@ -145,6 +146,11 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
                     "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend)",
             "recommended": {t: ({k: r.get(k) for k in _COMPACT} if r else None) for t, r in rec.items()},
             "tables": {t: [{k: r.get(k) for k in _COMPACT} for r in rows] for t, rows in tables.items()}}
+
+
+def _in_demo_order(demos: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The measured demos in `DEMOS`' order (a results file keeps them in the order they were first measured), then any others."""
+    return [(n, demos[n]) for n in DEMOS if n in demos] + [(n, d) for n, d in demos.items() if n not in DEMOS]
 
 
 def _first_steered(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,7 +168,7 @@ def markdown(results: dict[str, Any]) -> str:
                 f"n = {r0['n']} seeds per setting (unsteered: {r0['target']} heard {r0['heard_rate_unsteered']:.2f}, "
                 f"style kept {r0['kept_rate_unsteered']:.2f}); {'complete' if sweep.get('done') else 'INCOMPLETE (resumable)'}.", "",
                 sweep_table_markdown(sweep["rows"]), "", f"Recommended: `{(sweep.get('recommended') or {}).get('key')}`", ""]
-    for name, d in (results.get("demos") or {}).items():
+    for name, d in _in_demo_order(results.get("demos") or {}):
         if not d.get("rows"):
             continue
         r0 = _first_steered(d["rows"])

@@ -7,6 +7,8 @@ or not), the mean codebook-0 entropy ratio steered / unsteered (same seed), the 
 ratio to the real clips (steered / unsteered), the tempo kept and, given the melody's tempo, the
 share of steered windows on it (`features.on_tempo`). The unsteered runs are made
 once (batched: `seed` + i for row i) and shared by every setting, so the rows are paired.
+With `prompted=True` the first row is the reference: no steering, the target asked for in the
+prompt, judged the same way.
 
 `recommend(table)` picks the setting with the highest success rate among those that pass the
 quality tolerance; `sweep_figure` plots success rate against the entropy ratio, one labelled
@@ -136,9 +138,8 @@ def steering_sweep(
     import torch
 
     from musicgen_lens.recipes import _specs, concept_vector
-    from musicgen_lens.steering import Intervention
-
     from musicgen_lens.recipes import vector_text as _vector_text
+    from musicgen_lens.steering import Intervention
 
     task = _task(concept, source, target, style, instrument)
     prompt = prompt or task["prompt"]
