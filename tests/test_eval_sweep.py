@@ -204,3 +204,48 @@ def test_a_sweep_can_continue_one_prompt_of_codes_per_seed(model, monkeypatch, s
     with pytest.raises(ValueError, match="not both"):
         steering_sweep(model, layers=[0], alphas=(1.0,), n=2, start=0.2, duration=0.4, audio_prompt_codes=prompts,
                        audio_prompt=np.zeros((1, 3200), dtype=np.float32), audio_prompt_sr=model.sample_rate)
+
+
+def test_a_fusion_is_heard_when_its_two_genres_are_the_judges_top_two(small_judges):
+    from musicgen_lens.eval.judges import ABSTAIN, FusionJudge
+
+    judge = small_judges["style"]
+    classes = list(judge.classes_)
+    fusion = FusionJudge(judge, ("rock", "jazz"))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, judge.pipeline.n_features_in_)) * 0.5
+    got = fusion.predict_features(X)
+    own = judge.predict_features(X)
+    top2 = np.argsort(-judge.pipeline.predict_proba(X), axis=1)[:, :2]
+    want = np.array(["rock+jazz" if {classes[a], classes[b]} == {"rock", "jazz"} and o != ABSTAIN else o for (a, b), o in zip(top2, own)], dtype=object)
+    assert list(got) == list(want) and fusion.standardize(X).shape == X.shape  # the rest is the wrapped judge's
+    with pytest.raises(ValueError, match="two of the judge's classes"):
+        FusionJudge(judge, ("rock", "polka"))
+
+
+def test_a_fusion_sweep_steers_with_the_mean_of_the_genres_vectors(model, monkeypatch, small_judges):
+    import torch
+
+    import musicgen_lens.recipes as recipes
+    from musicgen_lens.eval import steering_sweep
+
+    _patch_judges(monkeypatch, small_judges)
+    made = []
+    concept_vector = recipes.concept_vector
+
+    def spy(model, pos, neg, **kw):
+        cv = concept_vector(model, pos, neg, **kw)
+        made.append((pos[0].style, neg[0].style, cv.vector.vector.clone()))
+        return cv
+
+    monkeypatch.setattr(recipes, "concept_vector", spy)
+    steered = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda *a, steering=None, **kw: (steered.append(steering), generate(*a, steering=steering, **kw))[1])
+    rows = steering_sweep(model, "classical", "rock+jazz", concept="fusion", instrument="trumpet", layers=[1], alphas=(1.0,),
+                          methods=("diff_means",), n=2, start=0.2, duration=0.4, n_clips=3, clip_seconds=0.5, n_reference=4, prompted=True)
+    assert [r["key"] for r in rows] == ["resid_post@1:diff_means:1"]  # no prompted row: no caption names two styles
+    assert [(a, b) for a, b, _ in made] == [("rock", "classical"), ("jazz", "classical")]
+    (iv,) = steered[-1]
+    assert iv.mode == "add" and torch.allclose(iv.vector.vector, (made[0][2] + made[1][2]) / 2)
+    assert rows[0]["prompt"] == "classical trumpet melody" and set(rows[0]["labels"]) <= set(small_judges["style"].classes_) | {"rock+jazz", "abstain"}

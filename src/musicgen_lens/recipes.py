@@ -151,7 +151,7 @@ class ConceptVector:
         "clamp" sets the projection on the direction (`strength`)."""
         if self.method == "clamp":
             return "clamp"
-        return "add" if self.vector.method == "diff_means" else "norm_relative"
+        return "add" if "diff_means" in (self.method, self.vector.method) else "norm_relative"
 
     def strength(self, alpha: float) -> float:
         """The Intervention's alpha for a relative strength `alpha`: `alpha` itself, except for

@@ -63,6 +63,10 @@ DEMOS: dict[str, dict[str, Any]] = {
                                  methods=("probe", "diff_means"), alphas=(0.5,)),
     "rock_after_electronic": dict(concept="style", source="electronic", target="rock", instrument="trumpet", **_DEMO_GRID,
                                   grids=[{}, _CROSS_GRID]),
+    # genre fusion: the mean of two genres' vectors (each against the classical clips); heard = both genres the style judge's top two
+    "fusion_rock_jazz": dict(concept="fusion", source="classical", target="rock+jazz", instrument="trumpet", **_DEMO_GRID, grids=[{}, _CROSS_GRID]),
+    "fusion_electronic_indian": dict(concept="fusion", source="classical", target="electronic+indian", instrument="trumpet", **_DEMO_GRID,
+                                     grids=[{}, _CROSS_GRID]),
     # the real chain: each seed's *steered* classical -> electronic generation (the "electronic" demo's recommended
     # setting, 4 s) is continued 2 s and steered towards rock from its end (as `recipes.genre_transfer` chains)
     "chain_electronic_then_rock": dict(concept="style", source="classical", target="rock", instrument="trumpet", chain_from="electronic",

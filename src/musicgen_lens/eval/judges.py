@@ -159,6 +159,28 @@ class ConceptClassifier:
         return clf
 
 
+class FusionJudge:
+    """A judge of a genre fusion ("rock+jazz"): a clip is labelled with the fusion when its two
+    genres are the judge's two most probable classes (and it does not abstain), else with the
+    judge's own label. Everything else (features, standardisation) is the wrapped judge's."""
+
+    def __init__(self, judge: ConceptClassifier, genres: Sequence[str]):
+        missing = [g for g in genres if g not in judge.classes_]
+        if len(genres) != 2 or missing:
+            raise ValueError(f"a fusion is two of the judge's classes {list(judge.classes_)}, got {list(genres)}")
+        self.judge, self.genres, self.label = judge, tuple(genres), "+".join(genres)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.judge, name)
+
+    def predict_features(self, X: np.ndarray, abstain: bool = True) -> np.ndarray:
+        pred = self.judge.predict_features(X, abstain=abstain)
+        top2 = np.argsort(-self.judge.pipeline.predict_proba(X), axis=1)[:, :2]
+        classes = list(self.judge.classes_)
+        both = np.isin(top2, [classes.index(g) for g in self.genres]).all(axis=1)
+        return np.where(both & (pred != ABSTAIN), self.label, pred).astype(object)
+
+
 def _mahalanobis_min(Z: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
     diff = Z[:, None, :] - means[None]  # [rows, classes, features]
     return np.sqrt(np.maximum(np.einsum("rcf,fg,rcg->rc", diff, precision, diff), 0)).min(1)

@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 
 from musicgen_lens.eval.features import ON_TEMPO_RANK, beat_rank, fidelity, on_tempo
-from musicgen_lens.eval.judges import clean_classifier, codec_classifier
+from musicgen_lens.eval.judges import FusionJudge, clean_classifier, codec_classifier
 from musicgen_lens.eval.quality import _clip_quality, _Featurized, reference_clips
 from musicgen_lens.eval.verdict import Tolerance, _rate, steering_verdict, summarize_verdicts
 
-CONCEPTS = ("instrument", "style", "accompaniment")
+CONCEPTS = ("instrument", "style", "accompaniment", "fusion")
 
 
 def setting_key(row: dict[str, Any]) -> str:
@@ -46,9 +46,12 @@ def setting_key(row: dict[str, Any]) -> str:
 PROMPTED = "prompt"  # the method of the reference row: no steering, the target asked for in the prompt
 
 
-def target_prompt(task: dict[str, Any], prompt: str, source: str, target: str) -> str:
+def target_prompt(task: dict[str, Any], prompt: str, source: str, target: str) -> str | None:
     """The prompt that asks for the target itself: the source's word replaced by the target's
-    (instrument, style), or the accompaniment added (" with tabla", as the training captions say)."""
+    (instrument, style), or the accompaniment added (" with tabla", as the training captions say);
+    None for a fusion (no caption of the world names two styles)."""
+    if "genres" in task:  # the captions name one style: there is no prompt for a fusion
+        return None
     if task["judged"] == "accompaniment":
         from musicgen_lens.data.vocabulary import _ACCOMPANIMENT_TEXT
 
@@ -76,6 +79,10 @@ def _task(concept: str, source: str, target: str, style: str, instrument: str) -
     if concept == "style":
         return dict(pos=dict(instrument=instrument, style=target), neg=dict(instrument=instrument, style=source),
                     prompt=f"{source} {instrument} melody", judged="style", kept_concept="instrument", kept=instrument)
+    if concept == "fusion":  # target "rock+jazz": the mean of each genre's vector against the source style's clips
+        genres = target.split("+")
+        return dict(pos=[dict(instrument=instrument, style=g) for g in genres], neg=dict(instrument=instrument, style=source),
+                    prompt=f"{source} {instrument} melody", judged="style", kept_concept="instrument", kept=instrument, genres=genres)
     if concept == "accompaniment":
         return dict(pos=dict(instrument=instrument, style=style), neg=dict(instrument=instrument, style=style), paired=target,
                     prompt=f"{style} {instrument} melody", judged="accompaniment", kept_concept="instrument", kept=instrument)
@@ -144,7 +151,7 @@ def steering_sweep(
     task = _task(concept, source, target, style, instrument)
     prompt = prompt or task["prompt"]
     clip_text = _vector_text(vector_text)
-    reference_prompt = target_prompt(task, prompt, source, target) if prompted else None
+    reference_prompt = target_prompt(task, prompt, source, target) if prompted else None  # None for a fusion
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     skip = set(skip)
     grid = [(site, layer, head, method) for site in sites for layer in layers
@@ -157,6 +164,8 @@ def steering_sweep(
     cut = int(round(start * sr))
     judged, kept_judge = ((clean_classifier(task["judged"]), clean_classifier(task["kept_concept"])) if judge == "clean" else
                           (codec_classifier(model, task["judged"]), codec_classifier(model, task["kept_concept"])))
+    if "genres" in task:
+        judged = FusionJudge(judged, task["genres"])
     gen_kw: dict[str, Any] = dict(duration=duration, seed=seed, progress=False)
     if audio_prompt is not None:
         gen_kw.update(audio_prompt=audio_prompt, audio_prompt_sr=audio_prompt_sr)
@@ -219,10 +228,14 @@ def steering_sweep(
         if not todo:
             continue
         neg = _specs(model, n_clips, vector_seed + 1, clip_seconds, **task["neg"])
-        pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
-               _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
-        cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head, text=clip_text)
-               for la in _layers_of(layer)]
+        if "genres" in task:
+            cvs = [_fused_vector(model, [_specs(model, n_clips, vector_seed + 2 + i, clip_seconds, **p) for i, p in enumerate(task["pos"])], neg,
+                                 layer=la, site=site, concept=target, method=method, head=head, text=clip_text) for la in _layers_of(layer)]
+        else:
+            pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
+                   _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
+            cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head, text=clip_text)
+                   for la in _layers_of(layer)]
         cv = cvs[0]
         for alpha in todo:
             codes, audio = run([Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in cvs])
@@ -232,6 +245,22 @@ def steering_sweep(
                       alpha=float(alpha), vector_text=vector_text, **common, prompt=prompt,
                       probe_accuracy=float(np.mean([c.accuracy for c in cvs])), **row, **baseline), codes, audio)
     return rows
+
+
+def _fused_vector(model: Any, positives: Sequence[Any], negative: Any, *, method: str, **kw: Any) -> Any:
+    """A genre fusion's vector: each genre's `concept_vector` against the same source clips,
+    combined as `recipes.genre_fusion` does (the normalised sum of the probe directions), or for a
+    difference of means their mean (alpha 1 moves the source's mean to the midpoint of the genres')."""
+    from musicgen_lens.recipes import ConceptVector, concept_vector
+
+    if method not in ("probe", "diff_means"):
+        raise ValueError(f"a fusion combines probe or diff_means vectors, not {method!r}")
+    parts = [concept_vector(model, pos, negative, method=method, **kw) for pos in positives]
+    fused = parts[0].vector
+    for p in parts[1:]:
+        fused = fused + p.vector
+    fused = fused.normalized() if method == "probe" else fused * (1.0 / len(parts))
+    return ConceptVector(fused, parts[0].probe, parts[0].hook, float(np.mean([p.accuracy for p in parts])), method)
 
 
 def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: list[np.ndarray], entropy0: np.ndarray,
