@@ -50,7 +50,7 @@ train: $(VENV)/.installed
 	$(PY) training/ship.py --export runs/lm2/export
 
 # The toy model's measurements reported in the README: codec, prompts, the trumpet -> violin steering
-# sweep and the demos, 16 seeds per setting (about 1.5 h on 2 shared cores; resumes from eval_results.json
+# sweep and the demos, 16 seeds per setting (about 30 min on 2 idle cores, 58 sweep settings and 12 demos; resumes from eval_results.json
 # after every setting). Writes the README's tables (eval_results.md) and the recipes' stored defaults.
 eval: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m musicgen_lens.eval codec prompts sweep demos --out eval_results.json \
