@@ -161,3 +161,15 @@ def test_timbre_transfer_on_several_layers_steers_each_with_its_own_vector(model
     assert [iv.vector.layer for iv in result.interventions] == [0, 1]
     assert all(iv.start == 0.2 and iv.mode == "add" and iv.alpha == 1.0 for iv in result.interventions)
     assert not torch.equal(result.interventions[0].vector.vector, result.interventions[1].vector.vector)
+
+
+def test_fuse_vectors_normalises_a_weighted_sum_or_takes_the_weighted_mean(model):
+    from musicgen_lens.recipes import fuse_vectors
+
+    a = SteeringVector(torch.tensor([3.0, 0.0] + [0.0] * (model.cfg.d_model - 2)), site="resid_post", layer=1, concept="a")
+    b = SteeringVector(torch.tensor([0.0, 4.0] + [0.0] * (model.cfg.d_model - 2)), site="resid_post", layer=1, concept="b")
+    summed = fuse_vectors([a, b], [1.0, 2.0])
+    torch.testing.assert_close(summed.vector[:2], torch.tensor([3.0, 8.0]) / (73 ** 0.5))
+    torch.testing.assert_close(fuse_vectors([a, b], [1.0, 3.0], mean=True).vector[:2], torch.tensor([0.75, 3.0]))
+    with pytest.raises(ValueError, match="one weight per vector"):
+        fuse_vectors([a, b], [1.0])

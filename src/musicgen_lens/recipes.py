@@ -449,6 +449,19 @@ def add_accompaniment(
     return _steer_layers(model, prompt or f"{style} {instrument} melody", concepts, st["alpha"], duration=duration, seed=seed, **kw)
 
 
+def fuse_vectors(vectors: Sequence[SteeringVector], weights: Sequence[float] | None = None, *, mean: bool = False) -> SteeringVector:
+    """Several concepts' vectors as one (a genre fusion): their weighted sum, normalised (probe
+    directions, steered norm-relative), or with `mean` the weighted mean (differences of means,
+    added: alpha 1 moves the source's mean to the weighted midpoint of the concepts')."""
+    weights = [1.0] * len(vectors) if weights is None else list(weights)
+    if not vectors or len(weights) != len(vectors):
+        raise ValueError(f"fuse_vectors needs one weight per vector, got {len(vectors)} vectors and {len(weights)} weights")
+    fused = vectors[0] * weights[0]
+    for v, w in zip(vectors[1:], weights[1:]):
+        fused = fused + v * w
+    return fused * (1.0 / sum(weights)) if mean else fused.normalized()
+
+
 def genre_fusion(
     model: "HookedMusicGen", genres: Sequence[str] = ("rock", "jazz"), weights: Sequence[float] | None = None, *,
     base_style: str = "classical", instrument: str = "piano", n_clips: int = 24, clip_seconds: float = 3.0,
@@ -461,10 +474,7 @@ def genre_fusion(
     layer = relative_depth_layer(model) if layer is None else layer
     base = _specs(model, n_clips, seed, clip_seconds, instrument=instrument, style=base_style)
     concepts = [concept_vector(model, _specs(model, n_clips, seed + i + 1, clip_seconds, instrument=instrument, style=g), base, layer=layer, concept=g) for i, g in enumerate(genres)]
-    fused = concepts[0].vector * weights[0]
-    for c, w in zip(concepts[1:], weights[1:]):
-        fused = fused + c.vector * w
-    fused = fused.normalized()
+    fused = fuse_vectors([c.vector for c in concepts], weights)
     scorer = ConceptVector(fused, concepts[0].probe, concepts[0].hook, concepts[0].accuracy)
     return steer_and_compare(model, f"{base_style} {instrument} melody", scorer, alpha=alpha, duration=duration, seed=seed, **kw)
 

@@ -251,15 +251,12 @@ def _fused_vector(model: Any, positives: Sequence[Any], negative: Any, *, method
     """A genre fusion's vector: each genre's `concept_vector` against the same source clips,
     combined as `recipes.genre_fusion` does (the normalised sum of the probe directions), or for a
     difference of means their mean (alpha 1 moves the source's mean to the midpoint of the genres')."""
-    from musicgen_lens.recipes import ConceptVector, concept_vector
+    from musicgen_lens.recipes import ConceptVector, concept_vector, fuse_vectors
 
     if method not in ("probe", "diff_means"):
         raise ValueError(f"a fusion combines probe or diff_means vectors, not {method!r}")
     parts = [concept_vector(model, pos, negative, method=method, **kw) for pos in positives]
-    fused = parts[0].vector
-    for p in parts[1:]:
-        fused = fused + p.vector
-    fused = fused.normalized() if method == "probe" else fused * (1.0 / len(parts))
+    fused = fuse_vectors([p.vector for p in parts], mean=method == "diff_means")
     return ConceptVector(fused, parts[0].probe, parts[0].hook, float(np.mean([p.accuracy for p in parts])), method)
 
 
