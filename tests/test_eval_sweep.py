@@ -249,3 +249,16 @@ def test_a_fusion_sweep_steers_with_the_mean_of_the_genres_vectors(model, monkey
     (iv,) = steered[-1]
     assert iv.mode == "add" and torch.allclose(iv.vector.vector, (made[0][2] + made[1][2]) / 2)
     assert rows[0]["prompt"] == "classical trumpet melody" and set(rows[0]["labels"]) <= set(small_judges["style"].classes_) | {"rock+jazz", "abstain"}
+
+
+def test_a_layer_shared_by_several_settings_is_read_from_the_clips_once(model, monkeypatch, small_judges):
+    import musicgen_lens.recipes as recipes
+    from musicgen_lens.eval import steering_sweep
+
+    _patch_judges(monkeypatch, small_judges)
+    layers = []
+    concept_vector = recipes.concept_vector
+    monkeypatch.setattr(recipes, "concept_vector", lambda *a, layer, **kw: (layers.append(layer), concept_vector(*a, layer=layer, **kw))[1])
+    rows = steering_sweep(model, layers=[(0, 1), 1, (1, 0)], alphas=(0.5,), methods=("diff_means",), n=2, start=0.2, duration=0.4,
+                          n_clips=3, clip_seconds=0.5, n_reference=4)
+    assert len(rows) == 3 and sorted(layers) == [0, 1]  # three settings, two vectors

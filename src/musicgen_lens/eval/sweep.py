@@ -223,19 +223,27 @@ def steering_sweep(
                    target, task["kept"], frame, sr, tolerance, tempo_bpm)
         emit(dict(site=None, layer=None, head=None, method=PROMPTED, mode=None, alpha=0.0, vector_text=None, **common,
                   prompt=reference_prompt, source_prompt=prompt, probe_accuracy=None, **row, **baseline), codes, audio)
+    # the vectors' clips, the same for every setting
+    neg = _specs(model, n_clips, vector_seed + 1, clip_seconds, **task["neg"])
+    if "genres" in task:
+        positives = [_specs(model, n_clips, vector_seed + 2 + i, clip_seconds, **p) for i, p in enumerate(task["pos"])]
+    else:
+        pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
+               _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
+    vectors: dict[tuple[Any, ...], Any] = {}  # a layer in several settings ((2, 3), (1, 2, 3), ...) is read from the clips once
+
+    def vector(site: str, layer: int, head: int | None, method: str) -> Any:
+        key = (site, layer, head, method)
+        if key not in vectors:
+            kw = dict(layer=layer, site=site, concept=target, method=method, head=head, text=clip_text)
+            vectors[key] = _fused_vector(model, positives, neg, **kw) if "genres" in task else concept_vector(model, pos, neg, **kw)
+        return vectors[key]
+
     for site, layer, head, method in grid:
         todo = [a for a in alphas if setting_key(dict(site=site, layer=layer, head=head, method=method, alpha=a, vector_text=vector_text)) not in skip]
         if not todo:
             continue
-        neg = _specs(model, n_clips, vector_seed + 1, clip_seconds, **task["neg"])
-        if "genres" in task:
-            cvs = [_fused_vector(model, [_specs(model, n_clips, vector_seed + 2 + i, clip_seconds, **p) for i, p in enumerate(task["pos"])], neg,
-                                 layer=la, site=site, concept=target, method=method, head=head, text=clip_text) for la in _layers_of(layer)]
-        else:
-            pos = ([dataclasses.replace(s, accompaniment=task["paired"]) for s in neg] if task.get("paired") else
-                   _specs(model, n_clips, vector_seed, clip_seconds, **task["pos"]))
-            cvs = [concept_vector(model, pos, neg, layer=la, site=site, concept=target, method=method, head=head, text=clip_text)
-                   for la in _layers_of(layer)]
+        cvs = [vector(site, la, head, method) for la in _layers_of(layer)]
         cv = cvs[0]
         for alpha in todo:
             codes, audio = run([Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in cvs])
