@@ -25,6 +25,7 @@ from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
 from musicgen_lens.eval import min_beat_seconds, steering_sweep
+from musicgen_lens.eval.sweep import one_setting
 from musicgen_lens.eval.cli import TABLA_PROMPT
 from musicgen_lens.recipes import default_setting, stored_recommendation
 
@@ -58,10 +59,8 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
     job = JOBS[name]
     target, kept = job["target"], job["kept"]
     d = default_setting(model, target)
-    site, head = d["site"], d["head"]
-    layer = d["layer"] if args.layer is None else args.layer
-    method = d["method"] if args.method is None else args.method
-    alpha = d["alpha"] if args.alpha is None else args.alpha
+    setting = {**d, **{k: v for k, v in (("layer", args.layer), ("method", args.method), ("alpha", args.alpha)) if v is not None}}
+    site, layer, method, alpha = setting["site"], setting["layer"], setting["method"], setting["alpha"]
     where = "stored recommendation" if d["measured"] else "relative-depth fallback (no measured setting passed on these weights)"
     print(f"{name}: steering {site}@{layer} {method} alpha {alpha:g}{'' if d['vector_text'] is None else ', vectors read with ' + d['vector_text']} ({where})", flush=True)
     tempo_bpm, window, unchecked = job.get("tempo_bpm"), args.seconds - args.steer_from, None
@@ -71,10 +70,9 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
         print(f"{name}: {unchecked}", flush=True)
         tempo_bpm = None
     (row,) = steering_sweep(model, job["source"], target, concept=job["concept"], style=job["style"], instrument=job["instrument"],
-                            prompt=job.get("prompt"), tempo_bpm=tempo_bpm,
-                            layers=[layer], alphas=[alpha], sites=(site,), heads=None if head is None else [head], methods=(method,),
+                            prompt=job.get("prompt"), tempo_bpm=tempo_bpm, **one_setting(setting),
                             n=args.seeds, start=args.steer_from, duration=args.seconds, n_reference=100, batch_size=args.seeds,
-                            return_audio=True, vector_text=d["vector_text"])
+                            return_audio=True)
     sr, n, c, outcomes = model.sample_rate, row["n"], row["counts"], row["outcomes"]
     files = []
     for kind, pick in (("success", [i for i, o in enumerate(outcomes) if o == "success"]),

@@ -15,7 +15,7 @@ from typing import Any
 from musicgen_lens.eval.judges import weights_fingerprint
 from musicgen_lens.provenance import weights_fingerprint as provenance_fingerprint
 from musicgen_lens.eval.measure import eval_codec, eval_prompts, eval_steering
-from musicgen_lens.eval.sweep import PROMPTED, recommend, steering_sweep, sweep_table_markdown
+from musicgen_lens.eval.sweep import PROMPTED, one_setting, recommend, steering_sweep, sweep_table_markdown
 
 PARTS = ("codec", "prompts", "steering", "sweep", "demos")
 
@@ -94,8 +94,7 @@ def _chain_codes(model: Any, state: dict[str, Any], name: str, first: dict[str, 
     if best is None:
         raise ValueError(f"the chain continues the {name!r} demo's recommended setting: run that demo first (it has none yet)")
     kw = {k: v for k, v in DEMOS[name].items() if k not in ("grids", "sites", "layers", "methods", "alphas")}
-    (row,) = steering_sweep(model, **kw, sites=(best["site"],), layers=[best["layer"]], heads=None if best["head"] is None else [best["head"]],
-                            methods=(best["method"],), alphas=(best["alpha"],), vector_text=best.get("vector_text"), n=n, return_audio=True)
+    (row,) = steering_sweep(model, **kw, **one_setting(best), n=n, return_audio=True)
     state["first_step"] = dict(demo=name, key=row["key"], success_rate=row["success_rate"], heard_rate=row["heard_rate"])
     return torch.stack(row["codes_steered"])
 

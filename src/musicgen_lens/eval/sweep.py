@@ -62,6 +62,13 @@ def target_prompt(task: dict[str, Any], prompt: str, source: str, target: str) -
     return " ".join(target if w == source else w for w in words)
 
 
+def one_setting(setting: dict[str, Any]) -> dict[str, Any]:
+    """`steering_sweep` keywords for exactly one setting, from a row or a `recipes.default_setting`
+    (site, layer, head, method, alpha and vector_text)."""
+    return dict(sites=(setting["site"],), layers=[setting["layer"]], heads=None if setting["head"] is None else [setting["head"]],
+                methods=(setting["method"],), alphas=(setting["alpha"],), vector_text=setting.get("vector_text"))
+
+
 def _layers_of(layer: Any) -> tuple[int, ...]:
     """A setting's layers: an int is one layer, a list or tuple several steered together."""
     return tuple(int(x) for x in layer) if isinstance(layer, (list, tuple)) else (int(layer),)
