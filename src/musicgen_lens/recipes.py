@@ -126,7 +126,7 @@ def _steer_layers(model: "HookedMusicGen", prompt: str, concepts: Sequence["Conc
     """`steer_and_compare` with one intervention per concept (a measured setting on several
     layers), each at `alpha` in its own mode; the score is the last concept's probe."""
     if len(concepts) > 1 and kw.get("interventions") is None:
-        kw["interventions"] = [Intervention(c.vector, alpha=c.strength(alpha), start=kw.get("start"), mode=c.mode) for c in concepts]
+        kw["interventions"] = [c.intervention(alpha, kw.get("start")) for c in concepts]
     return steer_and_compare(model, prompt, concepts[-1], alpha=alpha, **kw)
 
 
@@ -165,6 +165,10 @@ class ConceptVector:
             raise ValueError("a clamp ConceptVector needs projections (the source's and target's mean projection)")
         neg, pos = self.projections
         return float(neg + alpha * (pos - neg))
+
+    def intervention(self, alpha: float, start: float | None = None) -> Intervention:
+        """Steering with this concept in its own mode at relative strength `alpha` (`strength`) from `start` seconds."""
+        return Intervention(self.vector, alpha=self.strength(alpha), start=start, mode=self.mode)
 
 
 @dataclass
@@ -316,7 +320,7 @@ def steer_and_compare(
     any other `mode` it is the Intervention's alpha as given."""
     if interventions is None:
         mode = mode or concept.mode  # the relative alpha is the concept's only in its own mode
-        interventions = [Intervention(concept.vector, alpha=concept.strength(alpha) if mode == concept.mode else alpha, start=start, mode=mode)]
+        interventions = [concept.intervention(alpha, start) if mode == concept.mode else Intervention(concept.vector, alpha=alpha, start=start, mode=mode)]
     interventions = list(interventions)
     kw = dict(duration=duration, seed=seed, audio_prompt=audio_prompt, progress=False, **generate_kwargs)
     codes = model.generate([prompt], **kw)[0]

@@ -153,7 +153,6 @@ def steering_sweep(
 
     from musicgen_lens.recipes import _specs, concept_vector
     from musicgen_lens.recipes import vector_text as _vector_text
-    from musicgen_lens.steering import Intervention
 
     task = _task(concept, source, target, style, instrument)
     prompt = prompt or task["prompt"]
@@ -253,7 +252,7 @@ def steering_sweep(
         cvs = [vector(site, la, head, method) for la in _layers_of(layer)]
         cv = cvs[0]
         for alpha in todo:
-            codes, audio = run([Intervention(c.vector, alpha=c.strength(alpha), start=start, mode=c.mode) for c in cvs])
+            codes, audio = run([c.intervention(alpha, start) for c in cvs])
             row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
                        target, task["kept"], frame, sr, tolerance, tempo_bpm)
             emit(dict(site=site, layer=layer if len(cvs) == 1 else list(_layers_of(layer)), head=head, method=method, mode=cv.mode,
