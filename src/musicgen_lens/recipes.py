@@ -382,6 +382,7 @@ def timbre_concept(
     """The `target` direction from `target` (+1) vs `source` (-1) clips of one style; layer,
     method, site and head default to `default_setting(model, target)`, and so does the clips'
     text (`concept_vector`'s `text`) when the site does."""
+    # a vector has no alpha: 0.0 keeps `_setting` from looking the stored setting up for it alone
     st = _setting(model, target, layer=layer, method=method, site=site, head=head, alpha=0.0, text=text)
     if len(st["layers"]) != 1:
         raise ValueError(f"timbre_concept builds one vector: the setting steers layers {st['layers']}; pass layer= (timbre_transfer steers them all)")
