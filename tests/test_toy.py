@@ -188,11 +188,15 @@ def test_shipping_a_retrained_checkpoint_keeps_the_shipped_judges_and_defaults(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "toy"]  # no staging or previous left
 
 
-def test_the_demo_reports_only_what_it_ran(tmp_path):
+def test_the_demo_reports_only_what_it_ran(tmp_path, capsys):
     """make demo's report: one section per demo run, its own counts in the summary, frames before the start untouched."""
+    import re
+
     from musicgen_lens.demo import main
 
     assert main(["--out", str(tmp_path), "--seeds", "2", "--seconds", "3", "--demos", "tabla"]) == 0
+    # the setting is printed in the sweep's own spelling (a several-layer one as "@1+2+3", not "@[1, 2, 3]")
+    assert re.search(r"^tabla: steering \w[\w.]*@\d+(\+\d+)*(h\d+)?:\w+:[\d.]+(:\w+)? \(", capsys.readouterr().out, re.M)
     report = (tmp_path / "report.md").read_text()
     assert "## tabla" in report and "## violin" not in report and "violin" not in report.split("## what this means")[1].split("##")[0]
     assert "Here tabla passed in " in report

@@ -25,7 +25,7 @@ from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
 from musicgen_lens.eval import min_beat_seconds, steering_sweep
-from musicgen_lens.eval.sweep import one_setting
+from musicgen_lens.eval.sweep import one_setting, setting_key
 from musicgen_lens.eval.cli import TABLA_PROMPT
 from musicgen_lens.recipes import default_setting, stored_recommendation
 
@@ -60,9 +60,8 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
     target, kept = job["target"], job["kept"]
     d = default_setting(model, target)
     setting = {**d, **{k: v for k, v in (("layer", args.layer), ("method", args.method), ("alpha", args.alpha)) if v is not None}}
-    site, layer, method, alpha = setting["site"], setting["layer"], setting["method"], setting["alpha"]
     where = "stored recommendation" if d["measured"] else "relative-depth fallback (no measured setting passed on these weights)"
-    print(f"{name}: steering {site}@{layer} {method} alpha {alpha:g}{'' if d['vector_text'] is None else ', vectors read with ' + d['vector_text']} ({where})", flush=True)
+    print(f"{name}: steering {setting_key(setting)} ({where})", flush=True)
     tempo_bpm, window, unchecked = job.get("tempo_bpm"), args.seconds - args.steer_from, None
     if tempo_bpm is not None and window < min_beat_seconds():
         unchecked = (f"the tempo ({tempo_bpm:g} BPM) is not checked: the steered window ({window:g} s) is shorter than the beat "
