@@ -368,7 +368,10 @@ def test_a_continued_run_carries_its_checkpoints_history_into_the_model_card(tmp
     args = argparse.Namespace(init_from=str(TOY_MODEL), codec="runs/none", final_codec=None, lr=5e-4, seed=1)
     card = script.model_card(stats, Model(), args)
     training = next(line for line in card.splitlines() if line.startswith("- training: "))
-    assert training.startswith("- training: first " + first.rstrip(";")) and "then continued from that checkpoint for 600 steps" in training
+    assert training.startswith("- training: first ") and first.rstrip(";").removeprefix("first ") in training
+    assert training.count("first ") == 1  # a card already continued once is not "first first ..."
+    assert training.rstrip(";").endswith("then continued from that checkpoint for 600 steps, batch 16, AdamW lr 0.0005, seed 1, 47 min on "
+                                         f"{__import__('platform').machine()} CPU")
     codec = next(line for line in card.splitlines() if line.startswith("- codec training: "))
     assert codec.split(";")[0] == "- codec training: " + script.earlier_card_line(str(TOY_MODEL), "- codec training: ").split(";")[0]
 

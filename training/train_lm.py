@@ -125,7 +125,8 @@ def model_card(stats: dict, model, args) -> str:
         codec_text += f", then {codec_steps(args.final_codec)} decoder-only steps (lr 5e-4; encoder and codebooks frozen, so codes are unchanged)"
     world = {k: (list(v) if isinstance(v, tuple) else v) for k, v in WORLD.items()}
     first = earlier_card_line(init_from, "- training: ")
-    earlier = f"first {first.rstrip(';')}; then continued from that checkpoint for " if first else ""
+    # a checkpoint that was itself continued already says "first ...": its history is kept as it is
+    earlier = f"first {first.rstrip(';').removeprefix('first ')}; then continued from that checkpoint for " if first else ""
     return f"""# musicgen-lens toy MusicGen
 
 A tiny MusicGen (EnCodec + T5 + decoder) trained from scratch, offline, on the synthetic world of

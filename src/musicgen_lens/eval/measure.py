@@ -47,7 +47,7 @@ def _generate(model: Any, prompts: Sequence[str], seeds: Sequence[int], duration
     return codes, audios
 
 
-def eval_prompts(model: Any, seeds_per_prompt: int = 8, duration: float = 4.0, style: str = "classical", codec_judge: bool = True,
+def eval_prompts(model: Any, seeds_per_prompt: int = 16, duration: float = 4.0, style: str = "classical", codec_judge: bool = True,
                  tolerance: Tolerance = Tolerance(), n_reference: int = 100) -> dict[str, Any]:
     """Generate "<style> <instrument> melody" for every instrument; how often the judge agrees.
 
