@@ -388,6 +388,11 @@ def test_the_chain_demo_continues_each_seeds_steered_first_step(monkeypatch):
     assert len(step2) == 2 and all(torch.equal(c["audio_prompt_codes"], torch.stack(codes)) for c in step2)
     assert all(c["target"] == "rock" and c["start"] == 4.0 and "chain_from" not in c for c in step2)
     assert state["first_step"]["key"] == first["key"] and state["done"]
+    n_calls = len(calls)
+    state["rows"] = [dict(first, key="resid_post@3:diff_means:0.5", site="resid_post", layer=3, vector_text=None)]
+    cli._sweep_part(None, lambda: None, state, 3, [{}], previous={"rows": [first]}, **kw)  # resumed, done, with a recommendation
+    # the chain's seeds continue the first step's: none are held out (only the grid's resumed sweeps run)
+    assert all(c.get("on_row") is not None for c in calls[n_calls:]) and "held_out" not in state
 
 
 def test_measuring_some_demos_keeps_the_other_demos_results(tmp_path, monkeypatch, checkpoint_dir):
@@ -421,3 +426,46 @@ def test_steering_defaults_take_the_clean_judged_text_demo_whatever_order_the_fi
     results = {"demos": {"xylophone_text_codec_judge": {"rows": [row("codec", 0.9)]}, "xylophone_text": {"rows": [row("clean", 0.5)]}}}
     d = steering_defaults(results, "fp")
     assert d["recommended"]["xylophone"]["key"].endswith(":clean") and len(d["tables"]["xylophone"]) == 1
+
+
+def test_a_demos_best_setting_is_measured_again_on_seeds_it_was_not_picked_on(monkeypatch):
+    """The best of several settings on seeds 0..n-1 is optimistic: `_sweep_part` re-measures it on
+    seeds n..2n-1 once (again when the recommendation changes), and the table and stored defaults say so."""
+    import musicgen_lens.eval.cli as cli
+
+    def row(key, alpha, success):
+        return dict(key=key, site="cross_attn_out", layer=[1, 2], head=None, method="diff_means", alpha=alpha, vector_text="caption",
+                    success_rate=success, success_rate_se=0.1, collapse_rate=0.0, heard_rate=1.0, entropy_ratio=1.0, frechet_ok=True,
+                    on_tempo_rate=0.5, counts={"success": 1}, target="tabla", audio_prompt=False, start=2.0, judge="clean",
+                    prompt="classical flute melody", duration=4.0, n=16, heard_rate_unsteered=0.0, kept_rate_unsteered=1.0,
+                    collapse_rate_se=0.0, kept_rate=1.0, frechet_ratio=1.0, tempo_kept=0.5)
+
+    grid_rows = [row("a", 2.0, 0.25), row("b", 3.0, 0.75)]
+    calls = []
+
+    def fake_sweep(model, **kw):
+        calls.append(kw)
+        if kw.get("on_row") is not None:
+            for r in grid_rows:
+                if r["key"] not in kw["skip"]:
+                    kw["on_row"](r)
+            return []
+        return [dict(row(f"held:{kw['alphas'][0]:g}", kw["alphas"][0], 0.25), key="b" if kw["alphas"] == (3.0,) else "c")]
+
+    monkeypatch.setattr(cli, "steering_sweep", fake_sweep)
+    state: dict = {}
+    cli._sweep_part(None, lambda: None, state, 16, [{}], source="", target="tabla")
+    held = calls[-1]
+    assert held["seed"] == 16 and held["n"] == 16 and held["alphas"] == (3.0,) and held["layers"] == [[1, 2]] and "on_row" not in held
+    assert state["held_out"]["key"] == "b" and state["held_out"]["seeds"] == [16, 31] and state["held_out"]["success_rate"] == 0.25
+    n_calls = len(calls)
+    cli._sweep_part(None, lambda: None, state, 16, [{}], source="", target="tabla")  # resumed: nothing new is measured
+    assert all(c.get("on_row") is not None for c in calls[n_calls:])
+    note = cli.markdown({"demos": {"tabla": state}})
+    assert "best: `b`; on held-out seeds 16-31: success 0.25 ± 0.10 (heard 1.00, collapse 0.00, on tempo 0.50)" in note
+    d = cli.steering_defaults({"demos": {"tabla": state}}, "fp")
+    assert d["recommended"]["tabla"]["key"] == "b" and d["recommended"]["tabla"]["held_out"]["success_rate"] == 0.25
+    # a better setting added later changes the recommendation: it is held out again
+    grid_rows.append(row("c", 4.0, 0.9))
+    cli._sweep_part(None, lambda: None, state, 16, [{}], source="", target="tabla")
+    assert calls[-1]["alphas"] == (4.0,) and state["held_out"]["key"] == "c"

@@ -120,7 +120,16 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
 
     for i, grid in enumerate(grids):  # a grid's keywords override the common ones; the first also measures the prompted target
         steering_sweep(model, **{**kw, **grid}, n=n, skip=done, on_row=add, progress=True, prompted=i == 0)
-    state["recommended"] = recommend(state["rows"])
+    rec = state["recommended"] = recommend(state["rows"])
+    # The best of many settings on seeds 0..n-1 is an optimistic estimate of that setting (it was
+    # picked on those seeds): measure it again on seeds n..2n-1, which picked nothing. A chained
+    # demo continues the first step's codes of seeds 0..n-1 only, so it has no held-out seeds.
+    held = state.get("held_out")
+    if rec is not None and chain_from is None and (held is None or held["key"] != rec["key"]):
+        (row,) = steering_sweep(model, **{**kw, **one_setting(rec)}, n=n, seed=n, progress=True)
+        state["held_out"] = {k: row.get(k) for k in _COMPACT} | {"seeds": [n, 2 * n - 1], "counts": row["counts"]}
+    elif rec is None:
+        state.pop("held_out", None)
     state["done"] = True
     save()
     return state
@@ -136,18 +145,26 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
     demo's small sweep for the others), and the compact tables they came from. `fingerprint`:
     `provenance.weights_fingerprint` of the measured model (what `recipes` checks)."""
     tables: dict[str, list[dict[str, Any]]] = {}
+    states: dict[str, dict[str, Any]] = {}
     if (results.get("sweep") or {}).get("rows"):
-        tables["violin"] = [r for r in results["sweep"]["rows"] if r["method"] != PROMPTED]
+        tables["violin"], states["violin"] = [r for r in results["sweep"]["rows"] if r["method"] != PROMPTED], results["sweep"]
     for name, d in _in_demo_order(results.get("demos") or {}):
         rows = [r for r in d.get("rows") or [] if r["method"] != PROMPTED]
         # the recipes' own case: a text prompt, steered from second 2, judged by the clean judge
         if rows and rows[0]["target"] not in tables and not rows[0]["audio_prompt"] and rows[0]["start"] == 2.0 and rows[0]["judge"] == "clean":
-            tables[rows[0]["target"]] = rows
+            tables[rows[0]["target"]], states[rows[0]["target"]] = rows, d
+
+    def entry(target: str, r: dict[str, Any] | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        held = states[target].get("held_out")  # the same setting on seeds it was not picked on
+        return {k: r.get(k) for k in _COMPACT} | ({"held_out": held} if held is not None and held.get("key") == r["key"] else {})
+
     rec = {t: recommend(rows) for t, rows in tables.items()}
     return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
             "rule": "highest verdict success rate with mean codebook-0 entropy ratio >= 0.8, Frechet check passed and "
-                    "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend)",
-            "recommended": {t: ({k: r.get(k) for k in _COMPACT} if r else None) for t, r in rec.items()},
+                    "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend); held_out: that setting on seeds it was not picked on",
+            "recommended": {t: entry(t, r) for t, r in rec.items()},
             "tables": {t: [{k: r.get(k) for k in _COMPACT} for r in rows] for t, rows in tables.items()}}
 
 
@@ -159,6 +176,17 @@ def _in_demo_order(demos: dict[str, Any]) -> list[tuple[str, Any]]:
 def _first_steered(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The first row that steers (the prompted reference's prompt is the target's, not the source's)."""
     return next((r for r in rows if r["method"] != PROMPTED), rows[0])
+
+
+def _held_out_note(state: dict[str, Any], best: dict[str, Any] | None) -> str:
+    """The best setting re-measured on seeds it was not picked on (`_sweep_part`'s "held_out")."""
+    held = state.get("held_out")
+    if best is None or held is None or held.get("key") != best["key"]:
+        return "" if best is None or state.get("first_step") is None else " (chained: no held-out seeds)"
+    lo, hi = held["seeds"]
+    tempo = "" if held.get("on_tempo_rate") is None else f", on tempo {held['on_tempo_rate']:.2f}"
+    return (f"; on held-out seeds {lo}-{hi}: success {held['success_rate']:.2f} ± {held['success_rate_se']:.2f} "
+            f"(heard {held['heard_rate']:.2f}, collapse {held['collapse_rate']:.2f}{tempo})")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -181,8 +209,8 @@ def markdown(results: dict[str, Any]) -> str:
                        if chained else " + audio prompt" if r0["audio_prompt"] else "")
         out += [f"**{name}** (`{r0['prompt']}`{prompt_note} -> {r0['target'] or 'none'}, "
                 f"from second {r0['start']:g}, n = {r0['n']}; unsteered: target heard {r0['heard_rate_unsteered']:.2f}, "
-                f"kept {r0['kept_rate_unsteered']:.2f}){'' if d.get('done') else ' INCOMPLETE'}; best: `{best['key'] if best else None}`",
-                "", sweep_table_markdown(d["rows"]), ""]
+                f"kept {r0['kept_rate_unsteered']:.2f}){'' if d.get('done') else ' INCOMPLETE'}; best: `{best['key'] if best else None}`"
+                + _held_out_note(d, best), "", sweep_table_markdown(d["rows"]), ""]
     return "\n".join(out)
 
 
