@@ -112,6 +112,9 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
         *([f"- the same setting in `make eval` (16 seeds, 0-15): success {rec['success_rate']:.2f} ± {rec['success_rate_se']:.2f}, "
            f"collapse {rec['collapse_rate']:.2f}, heard {rec['heard_rate']:.2f}"
            + (" (the same seeds and reference clips as here)" if n == rec["n"] else f": {n} seeds are a small sample")]
+          + ([f"- picked there as the best of its sweep, so re-measured on seeds {rec['held_out']['seeds'][0]}-{rec['held_out']['seeds'][1]}, "
+              f"which picked nothing: success {rec['held_out']['success_rate']:.2f} ± {rec['held_out']['success_rate_se']:.2f} "
+              f"(the rate to expect from this setting)"] if rec.get("held_out") else [])
           if rec and rec["key"] == row["key"] else
           [f"- `make eval` found no setting towards {target} that passes the verdict on these weights (see the README's tables)"]
           if not d["measured"] else []),
