@@ -198,7 +198,7 @@ def markdown(results: dict[str, Any]) -> str:
         out += [f"Sweep: `{r0['prompt']}` steered towards {r0['target']} from second {r0['start']:g} of {r0['duration']:g}, "
                 f"n = {r0['n']} seeds per setting (unsteered: {r0['target']} heard {r0['heard_rate_unsteered']:.2f}, "
                 f"style kept {r0['kept_rate_unsteered']:.2f}); {'complete' if sweep.get('done') else 'INCOMPLETE (resumable)'}.", "",
-                sweep_table_markdown(sweep["rows"]), "", f"Recommended: `{(sweep.get('recommended') or {}).get('key')}`", ""]
+                sweep_table_markdown(sweep["rows"]), "", f"Recommended: `{(sweep.get('recommended') or {}).get('key')}`" + _held_out_note(sweep, sweep.get("recommended")), ""]
     for name, d in _in_demo_order(results.get("demos") or {}):
         if not d.get("rows"):
             continue
