@@ -127,7 +127,7 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
     held = state.get("held_out")
     if rec is not None and chain_from is None and (held is None or held["key"] != rec["key"]):
         (row,) = steering_sweep(model, **{**kw, **one_setting(rec)}, n=n, seed=n, progress=True)
-        state["held_out"] = {k: row.get(k) for k in _COMPACT} | {"seeds": [n, 2 * n - 1], "counts": row["counts"]}
+        state["held_out"] = _compact(row) | {"seeds": [n, 2 * n - 1], "counts": row["counts"]}
     elif rec is None:
         state.pop("held_out", None)
     state["done"] = True
@@ -137,6 +137,11 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
 
 _COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "vector_text", "n", "success_rate", "success_rate_se", "collapse_rate",
             "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept", "tempo_bpm", "on_tempo_rate")
+
+
+def _compact(row: dict[str, Any]) -> dict[str, Any]:
+    """A sweep row's setting and rates (`_COMPACT`): what the stored defaults and a held-out check keep."""
+    return {k: row.get(k) for k in _COMPACT}
 
 
 def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, Any]:
@@ -158,14 +163,14 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
         if r is None:
             return None
         held = states[target].get("held_out")  # the same setting on seeds it was not picked on
-        return {k: r.get(k) for k in _COMPACT} | ({"held_out": held} if held is not None and held.get("key") == r["key"] else {})
+        return _compact(r) | ({"held_out": held} if held is not None and held.get("key") == r["key"] else {})
 
     rec = {t: recommend(rows) for t, rows in tables.items()}
     return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
             "rule": "highest verdict success rate with mean codebook-0 entropy ratio >= 0.8, Frechet check passed and "
                     "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend); held_out: that setting on seeds it was not picked on",
             "recommended": {t: entry(t, r) for t, r in rec.items()},
-            "tables": {t: [{k: r.get(k) for k in _COMPACT} for r in rows] for t, rows in tables.items()}}
+            "tables": {t: [_compact(r) for r in rows] for t, rows in tables.items()}}
 
 
 def _in_demo_order(demos: dict[str, Any]) -> list[tuple[str, Any]]:
