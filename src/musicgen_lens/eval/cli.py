@@ -124,8 +124,7 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
     # The best of many settings on seeds 0..n-1 is an optimistic estimate of that setting (it was
     # picked on those seeds): measure it again on seeds n..2n-1, which picked nothing. A chained
     # demo continues the first step's codes of seeds 0..n-1 only, so it has no held-out seeds.
-    held = state.get("held_out")
-    if rec is not None and chain_from is None and (held is None or held["key"] != rec["key"]):
+    if rec is not None and chain_from is None and _held_out(state, rec) is None:
         (row,) = steering_sweep(model, **{**kw, **one_setting(rec)}, n=n, seed=n, progress=True)
         state["held_out"] = _compact(row) | {"seeds": [n, 2 * n - 1], "counts": row["counts"]}
     elif rec is None:
@@ -137,6 +136,12 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
 
 _COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "vector_text", "n", "success_rate", "success_rate_se", "collapse_rate",
             "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept", "tempo_bpm", "on_tempo_rate")
+
+
+def _held_out(state: dict[str, Any], rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A part's held-out measurement (`_sweep_part`) when it is of the recommendation `rec`, else None."""
+    held = state.get("held_out")
+    return held if rec is not None and held is not None and held.get("key") == rec["key"] else None
 
 
 def _compact(row: dict[str, Any]) -> dict[str, Any]:
@@ -162,8 +167,8 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
     def entry(target: str, r: dict[str, Any] | None) -> dict[str, Any] | None:
         if r is None:
             return None
-        held = states[target].get("held_out")  # the same setting on seeds it was not picked on
-        return _compact(r) | ({"held_out": held} if held is not None and held.get("key") == r["key"] else {})
+        held = _held_out(states[target], r)  # the same setting on seeds it was not picked on
+        return _compact(r) | ({"held_out": held} if held is not None else {})
 
     rec = {t: recommend(rows) for t, rows in tables.items()}
     return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
@@ -185,8 +190,8 @@ def _first_steered(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _held_out_note(state: dict[str, Any], best: dict[str, Any] | None) -> str:
     """The best setting re-measured on seeds it was not picked on (`_sweep_part`'s "held_out")."""
-    held = state.get("held_out")
-    if best is None or held is None or held.get("key") != best["key"]:
+    held = _held_out(state, best)
+    if held is None:
         return "" if best is None or state.get("first_step") is None else " (chained: no held-out seeds)"
     lo, hi = held["seeds"]
     tempo = "" if held.get("on_tempo_rate") is None else f", on tempo {held['on_tempo_rate']:.2f}"
