@@ -375,6 +375,14 @@ def test_a_continued_run_carries_its_checkpoints_history_into_the_model_card(tmp
     codec = next(line for line in card.splitlines() if line.startswith("- codec training: "))
     assert codec.split(";")[0] == "- codec training: " + script.earlier_card_line(str(TOY_MODEL), "- codec training: ").split(";")[0]
 
+    # a last stage on a larger rendering of the world says so in the data and the training lines
+    bigger = script.model_card({**stats, "train_clips": 9669, "world_items": 12000}, Model(), args)
+    data = next(line for line in bigger.splitlines() if line.startswith("- data: "))
+    assert "n = 12000" in data and "9669 clips of 4 s" in data and "earlier stages: 3230 clips" in data
+    training = next(line for line in bigger.splitlines() if line.startswith("- training: "))
+    assert training.rstrip(";").endswith(" CPU, on 9669 clips")
+    assert "earlier stages" not in card  # the same clips throughout: nothing to say
+
 
 class _Payload:
     """A pickle whose loading would run code: what a crafted `state.pt` carries."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path
 from musicgen_lens.tiny import build_tokenizer
-from musicgen_lens.training.data import WORLD, load_split
+from musicgen_lens.training.data import WORLD, build_dataset, load_split
 from musicgen_lens.training.lm import ARCH, build_hf_model, encode_audio, export, train_lm, validation_loss, world_words
 
 
@@ -46,10 +47,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", default=None, help="a saved checkpoint (e.g. the shipped toy model): continue training its decoder and text encoder on its codec's codes")
+    p.add_argument("--n-clips", type=int, default=None, help="first render the world's first N clips into --data (resumable; finished wavs are kept)")
     p.add_argument("--final-codec", default=None, help="ship this codec instead (a decoder-only fine-tune of --codec: same codes)")
     args = p.parse_args(argv)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
+    if args.n_clips is not None:
+        build_dataset(args.data, args.n_clips)
 
     _, train_rows = load_split(args.data, "train", with_audio=False)
     _, test_rows = load_split(args.data, "test", with_audio=False)
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     # each resumed process restarts its clock: add up the segments
     seconds = sum(a["t"] for a, b in zip(log, log[1:]) if b["t"] < a["t"]) + log[-1]["t"]
     stats = dict(val_loss_text=val_text, val_loss_no_text=val_null, final_train_loss=sum(e["loss"] for e in log[-50:]) / min(50, len(log)),
-                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), minutes=seconds / 60)
+                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), world_items=len(train_rows) + len(test_rows),
+                 minutes=seconds / 60)
     (run / "stats.json").write_text(json.dumps(stats, indent=2))
     if args.final_codec:
         swap_codec_decoder(hf, args.final_codec)
@@ -127,6 +132,13 @@ def model_card(stats: dict, model, args) -> str:
     first = earlier_card_line(init_from, "- training: ")
     # a checkpoint that was itself continued already says "first ...": its history is kept as it is
     earlier = f"first {first.rstrip(';').removeprefix('first ')}; then continued from that checkpoint for " if first else ""
+    # a stage on a larger rendering of the world (e.g. `--n-clips 12000`) names its clips; the
+    # checkpoint's own data line gives the earlier stages' count
+    found = re.search(r"\((\d+) clips of 4 s", earlier_card_line(init_from, "- data: ") or "")
+    earlier_clips = int(found.group(1)) if found else stats["train_clips"]
+    items = f" with n = {stats['world_items']}" if "world_items" in stats else ""
+    clips = f"{stats['train_clips']} clips of 4 s" + (f"; earlier stages: {earlier_clips} clips" if earlier_clips != stats["train_clips"] else "")
+    on_clips = f", on {stats['train_clips']} clips" if earlier_clips != stats["train_clips"] else ""
     return f"""# musicgen-lens toy MusicGen
 
 A tiny MusicGen (EnCodec + T5 + decoder) trained from scratch, offline, on the synthetic world of
@@ -138,8 +150,8 @@ tempi 60-180 BPM, keys, and a tabla accompaniment.
 - decoder: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, d_mlp {cfg.d_mlp}, {cfg.n_codebooks} codebooks x {cfg.d_vocab} codes
 - text encoder: T5, {ARCH['text_layers']} layers, d_model {ARCH['d_text']}, word-level tokenizer built with `tokenizers`
 - codec: EnCodec, {cfg.sample_rate} Hz mono, {cfg.frame_rate:g} frames/s, trained with `musicgen_lens.training.rvq` (see training/train_codec.py)
-- data: `make_dataset(n, **{world})`, train split ({stats['train_clips']} clips of 4 s)
-- training: {earlier}{stats['steps']} steps, batch {stats['batch_size']}, AdamW lr {args.lr}, seed {args.seed}, {stats['minutes']:.0f} min on {platform.machine()} CPU;
+- data: `make_dataset(n, **{world})`{items}, train split ({clips})
+- training: {earlier}{stats['steps']} steps, batch {stats['batch_size']}, AdamW lr {args.lr}, seed {args.seed}, {stats['minutes']:.0f} min on {platform.machine()} CPU{on_clips};
   text dropped for 10% of items (CFG), descriptions randomly shortened
 - final train loss {stats['final_train_loss']:.3f}; test loss with text {stats['val_loss_text']:.3f}, without text {stats['val_loss_no_text']:.3f} (mean cross-entropy over codebooks, nats)
 - {codec_text}; multi-resolution mel (10 to 320 bands for windows of 64 to 2048 samples) + 0.1 waveform L1 + commitment; no adversarial loss
