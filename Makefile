@@ -49,7 +49,8 @@ train: $(VENV)/.installed
 	$(PY) training/train_lm.py --data runs/world --codec runs/codec/encodec --final-codec runs/codec_ft/encodec --run runs/lm --steps 1800
 	$(PY) training/train_lm.py --data runs/world --init-from runs/lm/export --run runs/lm2 --steps 3000 --lr 6e-4
 	$(PY) training/train_lm.py --data runs/world --init-from runs/lm2/export --run runs/lm3 --steps 4000 --lr 5e-4
-	$(PY) training/ship.py --export runs/lm3/export
+	$(PY) training/train_lm.py --data runs/world12k --n-clips 12000 --init-from runs/lm3/export --run runs/lm4 --steps 6000 --lr 5e-4
+	$(PY) training/ship.py --export runs/lm4/export
 
 # The toy model's measurements reported in the README: codec, prompts, the trumpet -> violin steering
 # sweep and the demos, 16 seeds per setting (about 30 min on 2 idle cores, 58 sweep settings and 12 demos; resumes from eval_results.json

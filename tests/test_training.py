@@ -364,7 +364,9 @@ def test_a_continued_run_carries_its_checkpoints_history_into_the_model_card(tmp
     class Model:
         cfg = Cfg()
 
-    stats = dict(steps=600, batch_size=16, minutes=47.0, final_train_loss=3.6, val_loss_text=3.8, val_loss_no_text=3.83, train_clips=3230)
+    shipped_data = script.earlier_card_line(str(TOY_MODEL), "- data: ")
+    shipped_clips = int(__import__("re").search(r"\((\d+) clips of 4 s", shipped_data).group(1))
+    stats = dict(steps=600, batch_size=16, minutes=47.0, final_train_loss=3.6, val_loss_text=3.8, val_loss_no_text=3.83, train_clips=shipped_clips)
     args = argparse.Namespace(init_from=str(TOY_MODEL), codec="runs/none", final_codec=None, lr=5e-4, seed=1)
     card = script.model_card(stats, Model(), args)
     training = next(line for line in card.splitlines() if line.startswith("- training: "))
@@ -375,13 +377,26 @@ def test_a_continued_run_carries_its_checkpoints_history_into_the_model_card(tmp
     codec = next(line for line in card.splitlines() if line.startswith("- codec training: "))
     assert codec.split(";")[0] == "- codec training: " + script.earlier_card_line(str(TOY_MODEL), "- codec training: ").split(";")[0]
 
-    # a last stage on a larger rendering of the world says so in the data and the training lines
-    bigger = script.model_card({**stats, "train_clips": 9669, "world_items": 12000}, Model(), args)
+    # the same clips as the checkpoint: its data line (and any earlier stages it names) is kept
+    data = next(line for line in card.splitlines() if line.startswith("- data: "))
+    assert data.split(", train split")[1] == shipped_data.split(", train split")[1]
+    # a stage on a larger rendering of the world says so in the data and the training lines,
+    # and the checkpoint's history of clip counts goes on
+    more = shipped_clips + 1000
+    bigger = script.model_card({**stats, "train_clips": more, "world_items": 99999}, Model(), args)
     data = next(line for line in bigger.splitlines() if line.startswith("- data: "))
-    assert "n = 12000" in data and "9669 clips of 4 s" in data and "earlier stages: 3230 clips" in data
+    assert "n = 99999" in data and f"({more} clips of 4 s; earlier stages: " in data and data.endswith(f"{shipped_clips} clips)")
     training = next(line for line in bigger.splitlines() if line.startswith("- training: "))
-    assert training.rstrip(";").endswith(" CPU, on 9669 clips")
-    assert "earlier stages" not in card  # the same clips throughout: nothing to say
+    assert training.rstrip(";").endswith(f" CPU, on {more} clips")
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "README.md").write_text("- data: `make_dataset(n)`, train split (3230 clips of 4 s)\n- training: first 10 steps;\n- codec training: 5 steps\n")
+    args2 = argparse.Namespace(**{**vars(args), "init_from": str(plain)})
+    same = script.model_card({**stats, "train_clips": 3230}, Model(), args2)
+    assert "earlier stages" not in same  # the same clips throughout: nothing to say
+    grown = script.model_card({**stats, "train_clips": 9669, "world_items": 12000}, Model(), args2)
+    assert "train split (9669 clips of 4 s; earlier stages: 3230 clips)" in grown
 
 
 class _Payload:

@@ -134,10 +134,15 @@ def model_card(stats: dict, model, args) -> str:
     earlier = f"first {first.rstrip(';').removeprefix('first ')}; then continued from that checkpoint for " if first else ""
     # a stage on a larger rendering of the world (e.g. `--n-clips 12000`) names its clips; the
     # checkpoint's own data line gives the earlier stages' count
-    found = re.search(r"\((\d+) clips of 4 s", earlier_card_line(init_from, "- data: ") or "")
+    earlier_data = earlier_card_line(init_from, "- data: ") or ""
+    found = re.search(r"\((\d+) clips of 4 s", earlier_data)
     earlier_clips = int(found.group(1)) if found else stats["train_clips"]
+    found = re.search(r"; earlier stages: ([^)]*)\)", earlier_data)
+    history = found.group(1) if found else None  # the checkpoint's own earlier stages, kept
+    if earlier_clips != stats["train_clips"]:
+        history = f"{history}, then {earlier_clips} clips" if history else f"{earlier_clips} clips"
     items = f" with n = {stats['world_items']}" if "world_items" in stats else ""
-    clips = f"{stats['train_clips']} clips of 4 s" + (f"; earlier stages: {earlier_clips} clips" if earlier_clips != stats["train_clips"] else "")
+    clips = f"{stats['train_clips']} clips of 4 s" + (f"; earlier stages: {history}" if history else "")
     on_clips = f", on {stats['train_clips']} clips" if earlier_clips != stats["train_clips"] else ""
     return f"""# musicgen-lens toy MusicGen
 
