@@ -466,3 +466,19 @@ def test_the_lm_scripts_codes_cache_is_read_weights_only(tmp_path):
     torch.save(torch.zeros(3), tmp_path / "floats.pt")
     with pytest.raises(ValueError, match=r"floats\.pt.*not a codes cache"):
         script.cached_codes(tmp_path / "floats.pt", None, "unused", "train")
+
+
+def test_train_lm_refuses_a_data_folder_rendered_larger_than_n_clips(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from musicgen_lens.training.data import build_dataset
+
+    spec = importlib.util.spec_from_file_location("train_lm_script", Path(__file__).parents[1] / "training" / "train_lm.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    build_dataset(tmp_path / "world", 6, num_workers=1, progress=False)
+    with pytest.raises(SystemExit):
+        script.main(["--data", str(tmp_path / "world"), "--n-clips", "4", "--run", str(tmp_path / "run")])
+    assert "lists 6 clips, not the --n-clips 4" in capsys.readouterr().err
+
