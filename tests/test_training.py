@@ -477,8 +477,8 @@ def test_train_lm_refuses_a_data_folder_rendered_larger_than_n_clips(tmp_path, c
     spec = importlib.util.spec_from_file_location("train_lm_script", Path(__file__).parents[1] / "training" / "train_lm.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    build_dataset(tmp_path / "world", 6, num_workers=1, progress=False)
+    build_dataset(tmp_path / "world", 16, num_workers=1, progress=False)  # both splits present
     with pytest.raises(SystemExit):
-        script.main(["--data", str(tmp_path / "world"), "--n-clips", "4", "--run", str(tmp_path / "run")])
-    assert "lists 6 clips, not the --n-clips 4" in capsys.readouterr().err
+        script.main(["--data", str(tmp_path / "world"), "--n-clips", "12", "--run", str(tmp_path / "run")])
+    assert "lists 16 clips, not the --n-clips 12" in capsys.readouterr().err
 
