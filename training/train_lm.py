@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
 
     _, train_rows = load_split(args.data, "train", with_audio=False)
     _, test_rows = load_split(args.data, "test", with_audio=False)
+    n_listed = len(train_rows) + len(test_rows)
     # load_split reads every clip listed there: a folder rendered larger would train on more
-    if args.n_clips is not None and len(train_rows) + len(test_rows) != args.n_clips:
-        p.error(f"--data {args.data} lists {len(train_rows) + len(test_rows)} clips, not the --n-clips {args.n_clips} asked for; "
-                "use a folder of its own for each size")
+    if args.n_clips is not None and n_listed != args.n_clips:
+        p.error(f"--data {args.data} lists {n_listed} clips, not the --n-clips {args.n_clips} asked for; use a folder of its own for each size")
     if args.init_from:
         from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     # each resumed process restarts its clock: add up the segments
     seconds = sum(a["t"] for a, b in zip(log, log[1:]) if b["t"] < a["t"]) + log[-1]["t"]
     stats = dict(val_loss_text=val_text, val_loss_no_text=val_null, final_train_loss=sum(e["loss"] for e in log[-50:]) / min(50, len(log)),
-                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), world_items=len(train_rows) + len(test_rows),
+                 steps=args.steps, batch_size=args.batch_size, train_clips=int(codes.shape[0]), world_items=n_listed,
                  minutes=seconds / 60)
     (run / "stats.json").write_text(json.dumps(stats, indent=2))
     if args.final_codec:
@@ -143,11 +143,12 @@ def model_card(stats: dict, model, args) -> str:
     earlier_clips = int(found.group(1)) if found else stats["train_clips"]
     found = re.search(r"; earlier stages: ([^)]*)\)", earlier_data)
     history = found.group(1) if found else None  # the checkpoint's own earlier stages, kept
-    if earlier_clips != stats["train_clips"]:
+    changed = earlier_clips != stats["train_clips"]
+    if changed:
         history = f"{history}, then {earlier_clips} clips" if history else f"{earlier_clips} clips"
     items = f" with n = {stats['world_items']}" if "world_items" in stats else ""
     clips = f"{stats['train_clips']} clips of 4 s" + (f"; earlier stages: {history}" if history else "")
-    on_clips = f", on {stats['train_clips']} clips" if earlier_clips != stats["train_clips"] else ""
+    on_clips = f", on {stats['train_clips']} clips" if changed else ""
     return f"""# musicgen-lens toy MusicGen
 
 A tiny MusicGen (EnCodec + T5 + decoder) trained from scratch, offline, on the synthetic world of
