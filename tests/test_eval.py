@@ -374,6 +374,8 @@ def test_the_chain_demo_continues_each_seeds_steered_first_step(monkeypatch):
         calls.append(kw)
         if kw.get("return_audio"):
             return [dict(first, heard_rate=1.0, codes_steered=codes)]
+        if kw.get("on_row") is None:  # the held-out measurement of one setting
+            return [dict(state["rows"][0], counts={"success": 1})]
         return []
 
     monkeypatch.setattr(cli, "steering_sweep", fake_sweep)
@@ -388,11 +390,49 @@ def test_the_chain_demo_continues_each_seeds_steered_first_step(monkeypatch):
     assert len(step2) == 2 and all(torch.equal(c["audio_prompt_codes"], torch.stack(codes)) for c in step2)
     assert all(c["target"] == "rock" and c["start"] == 4.0 and "chain_from" not in c for c in step2)
     assert state["first_step"]["key"] == first["key"] and state["done"]
+    assert state["first_step"]["seeds"] == [0, 2] and "held_out" not in state  # the fake grid recommended nothing
     n_calls = len(calls)
-    state["rows"] = [dict(first, key="resid_post@3:diff_means:0.5", site="resid_post", layer=3, vector_text=None)]
+    state["rows"] = [dict(first, key="resid_post@3:diff_means:0.5", site="resid_post", layer=3, vector_text=None, n=3, success_rate_se=0.1,
+                          kept_rate=1.0, heard_rate=1.0, collapse_rate_se=0.0, frechet_ratio=1.0, tempo_kept=1.0, counts={"success": 1},
+                          target="rock", audio_prompt=True, start=4.0, judge="clean")]
     cli._sweep_part(None, lambda: None, state, 3, [{}], previous={"rows": [first]}, **kw)  # resumed, done, with a recommendation
-    # the chain's seeds continue the first step's: none are held out (only the grid's resumed sweeps run)
-    assert all(c.get("on_row") is not None for c in calls[n_calls:]) and "held_out" not in state
+    # held out: the first step again on seeds 3-5, then the chain's recommendation continuing each of those seeds
+    grid, held_first, held = calls[n_calls:]
+    assert grid.get("on_row") is not None and "audio_prompt_codes" not in grid  # done: the first step is not run again for the grid
+    assert (held_first["seed"], held_first["target"], held_first["return_audio"]) == (3, "electronic", True)
+    assert (held["seed"], held["target"], held["layers"]) == (3, "rock", [3]) and torch.equal(held["audio_prompt_codes"], torch.stack(codes))
+    assert state["held_out"]["seeds"] == [3, 5] and state["held_out"]["first_step"]["seeds"] == [3, 5]
+    assert "on held-out seeds 3-5, continuing the `electronic` step run on those seeds" in cli._held_out_note(state, state["recommended"])
+    d = cli.steering_defaults({"demos": {"chain_electronic_then_rock": state}}, "fp")["demos"]["chain_electronic_then_rock"]
+    assert d["key"] == "resid_post@3:diff_means:0.5" and d["held_out"]["seeds"] == [3, 5] and d["first_step"]["seeds"] == [0, 2]
+
+
+def test_demo_row_runs_one_setting_of_a_named_demo_and_a_chains_first_step_on_the_same_seeds(monkeypatch):
+    """What `make demo` runs: `demo_row` names a demo of `DEMOS` and a setting; a chain runs its first step first."""
+    import musicgen_lens.eval.cli as cli
+
+    calls = []
+    codes = [torch.full((4, 10), i) for i in range(2)]
+
+    def fake_sweep(model, **kw):
+        calls.append(kw)
+        return [dict(key="k", success_rate=0.5, heard_rate=1.0, codes_steered=codes)]
+
+    monkeypatch.setattr(cli, "steering_sweep", fake_sweep)
+    setting = dict(site="resid_post", layer=2, head=None, method="diff_means", alpha=0.5)
+    with pytest.raises(ValueError, match="unknown demo 'violin'.*choose from"):
+        cli.demo_row(None, "violin", setting, n=2)
+    with pytest.raises(ValueError, match="continues the 'electronic' demo: pass first_setting="):
+        cli.demo_row(None, "chain_electronic_then_rock", setting, n=2)
+    row, first = cli.demo_row(None, "violin_from_second_5", setting, n=2, seed=16, return_audio=True)
+    (call,) = calls
+    assert first is None and (call["start"], call["duration"], call["seed"], call["n"], call["return_audio"]) == (5.0, 10.0, 16, 2, True)
+    assert (call["sites"], call["layers"], call["methods"], call["alphas"]) == (("resid_post",), [2], ("diff_means",), (0.5,))
+    calls.clear()
+    row, first = cli.demo_row(None, "chain_electronic_then_rock", setting, n=2, seed=16, first_setting=dict(setting, layer=3))
+    step1, step2 = calls
+    assert (step1["target"], step1["layers"], step1["seed"]) == ("electronic", [3], 16) and first["seeds"] == [16, 17]
+    assert (step2["target"], step2["seed"]) == ("rock", 16) and torch.equal(step2["audio_prompt_codes"], torch.stack(codes))
 
 
 def test_measuring_some_demos_keeps_the_other_demos_results(tmp_path, monkeypatch, checkpoint_dir):

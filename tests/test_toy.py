@@ -189,23 +189,28 @@ def test_shipping_a_retrained_checkpoint_keeps_the_shipped_judges_and_defaults(t
 
 
 def test_the_demo_reports_only_what_it_ran(tmp_path, capsys):
-    """make demo's report: one section per demo run, its own counts in the summary, frames before the start untouched."""
+    """make demo's report: one section per demo run (one of `eval.DEMOS` each), its own counts in the
+    summary, frames before the start untouched, the chain's first step named."""
     import re
 
     from musicgen_lens.demo import main
 
-    assert main(["--out", str(tmp_path), "--seeds", "2", "--seconds", "3", "--demos", "tabla"]) == 0
+    assert main(["--out", str(tmp_path), "--seeds", "2", "--demos", "tabla", "chain"]) == 0
     # the setting is printed in the sweep's own spelling (a several-layer one as "@1+2+3", not "@[1, 2, 3]")
-    assert re.search(r"^tabla: steering \w[\w.]*@\d+(\+\d+)*(h\d+)?:\w+:[\d.]+(:\w+)? \(", capsys.readouterr().out, re.M)
+    assert re.search(r"^tabla: tabla_audio_prompt steering \w[\w.]*@\d+(\+\d+)*(h\d+)?:\w+:[\d.]+(:\w+)? \(", capsys.readouterr().out, re.M)
     report = (tmp_path / "report.md").read_text()
-    assert "## tabla" in report and "## violin" not in report and "violin" not in report.split("## what this means")[1].split("##")[0]
-    assert "Here tabla passed in " in report
+    assert "## tabla" in report and "## chain" in report and "## violin" not in report
+    assert "violin" not in report.split("## what this means")[1].split("##")[0]
+    assert "Here tabla passed in " in report and "; chain passed in " in report
+    assert "seeds 16-17 (one batch)" in report and "continuing each seed's steered `electronic` step" in report
+    assert "on the melody's tempo (100 BPM" in report  # the audio prompt's tempo is known: it is checked
     from musicgen_lens import HookedMusicGen
-    from musicgen_lens.recipes import stored_recommendation
+    from musicgen_lens.recipes import stored_demo
 
-    rec = stored_recommendation(HookedMusicGen.from_pretrained("toy"), "tabla")
+    rec = stored_demo(HookedMusicGen.from_pretrained("toy"), "tabla_audio_prompt")
     if rec is not None:  # make eval re-measures every recommendation on held-out seeds; the report gives that rate as the one to expect
         lo, hi = rec["held_out"]["seeds"]
         assert f"re-measured on seeds {lo}-{hi}, which picked nothing: success {rec['held_out']['success_rate']:.2f}" in report
-    assert "the tempo (100 BPM) is not checked" in report  # a 1-s window is too short for the beat test, and it says so
+    else:
+        assert "`make eval` found no setting of this demo that passes the verdict" in report
     assert any(tmp_path.glob("tabla_seed*_steered.wav")) and any(tmp_path.glob("tabla_spectrogram_*.png"))

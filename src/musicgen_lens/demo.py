@@ -1,10 +1,14 @@
 """`make demo`: the paper's steering demos on the embedded toy model, offline, judged honestly.
 
-Three demos (`JOBS`), each for several seeds in one batch, steered from second 2 with the stored
-recommended setting (`recipes.default_setting`: measured by `musicgen_lens.eval.steering_sweep`;
-the relative-depth fallback, with a warning, where nothing was measured or nothing passed):
-adding a tabla to "classical flute melody at 100 BPM in D major" (the flute kept, on that tempo), "classical trumpet melody" ->
-violin (the style kept) and "electronic trumpet melody" -> rock (the style chain's second step; the instrument kept). Every seed is judged with the quality-guarded verdict
+Three demos (`JOBS`), each one of `make eval`'s demos (`musicgen_lens.eval.DEMOS`, run by
+`eval.demo_row`) at the setting `make eval` recommends for it (`recipes.stored_demo`; the
+target's `recipes.default_setting`, with its warning, where nothing was measured or nothing
+passed), on the seeds `make eval` held out (16-31: they picked no setting, so the rate here is
+the one to expect, and on the shipped weights it is `make eval`'s held-out rate): a tabla added
+to a rendered 100 BPM classical flute clip (the flute kept, on that tempo), "classical trumpet
+melody" -> violin from second 5 of 10 (the style kept), and the style chain classical ->
+electronic -> rock (each seed's steered electronic step continued and steered towards rock;
+the instrument kept). Every seed is judged with the quality-guarded verdict
 (`musicgen_lens.eval.steering_verdict`: target heard, no collapse of the codes' entropy, the
 other attribute kept). Writes report.md (counts out of the seeds), spectrograms before/after for
 one success and one failure per demo, and the audio of one seed each. The judges are shipped
@@ -24,10 +28,9 @@ import torch
 from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
-from musicgen_lens.eval import min_beat_seconds, steering_sweep
-from musicgen_lens.eval.sweep import one_setting, setting_key
-from musicgen_lens.eval.cli import TABLA_PROMPT
-from musicgen_lens.recipes import default_setting, stored_recommendation
+from musicgen_lens.eval import DEMOS, demo_row
+from musicgen_lens.eval.sweep import setting_key
+from musicgen_lens.recipes import default_setting, stored_demo
 
 
 def _figure(before: np.ndarray, after: np.ndarray, sr: int, title: str):
@@ -43,35 +46,39 @@ def _figure(before: np.ndarray, after: np.ndarray, sr: int, title: str):
     return fig
 
 
-# name -> (concept, source, target, the attribute kept and its value, prompt words); the paper's demos
+# make demo's demos -> the `musicgen_lens.eval.DEMOS` entry each runs (prompt, audio prompt, start, chain) and the attribute kept
 JOBS: dict[str, dict[str, Any]] = {
-    # the prompt states the melody's tempo, so the tabla must follow it (`eval.on_tempo`)
-    "tabla": dict(concept="accompaniment", source="", target="tabla", kept="instrument", style="classical", instrument="flute",
-                  prompt=TABLA_PROMPT, tempo_bpm=100.0),
-    "violin": dict(concept="instrument", source="trumpet", target="violin", kept="style", style="classical", instrument="trumpet"),
-    # the style chain's second step: an electronic trumpet melody steered towards rock
-    "rock": dict(concept="style", source="electronic", target="rock", kept="instrument", style="electronic", instrument="trumpet"),
+    # a rendered 100 BPM classical flute clip continued, a tabla added from its end: the melody's tempo is known by construction
+    "tabla": dict(demo="tabla_audio_prompt", kept="instrument"),
+    # "classical trumpet melody", 10 s, steered towards violin from second 5 (the paper's "from the 5th second")
+    "violin": dict(demo="violin_from_second_5", kept="style"),
+    # the style chain: classical -> electronic (4 s), then each seed's steered result continued 2 s and steered towards rock
+    "chain": dict(demo="chain_electronic_then_rock", kept="instrument"),
 }
+
+
+def _setting(model: HookedMusicGen, demo: str, target: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The setting to run demo `demo` at (its `make eval` recommendation, `recipes.stored_demo`, or the
+    target's `recipes.default_setting` with its warning) and that stored measurement (None if none)."""
+    stored = stored_demo(model, demo)
+    return (stored, stored) if stored is not None else (default_setting(model, target), None)
 
 
 def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) -> tuple[list[str], list[Path], bool, str]:
     """One steering demo: its report section, the files it wrote, whether the frames before the start were untouched, and its count of successes."""
     job = JOBS[name]
-    target, kept = job["target"], job["kept"]
-    d = default_setting(model, target)
+    spec = DEMOS[job["demo"]]
+    target, kept = spec["target"], job["kept"]
+    kept_value = spec.get(kept, "classical" if kept == "style" else "trumpet")  # steering_sweep's own defaults
+    d, stored = _setting(model, job["demo"], target)
     setting = {**d, **{k: v for k, v in (("layer", args.layer), ("method", args.method), ("alpha", args.alpha)) if v is not None}}
-    where = "stored recommendation" if d["measured"] else "relative-depth fallback (no measured setting passed on these weights)"
-    print(f"{name}: steering {setting_key(setting)} ({where})", flush=True)
-    tempo_bpm, window, unchecked = job.get("tempo_bpm"), args.seconds - args.steer_from, None
-    if tempo_bpm is not None and window < min_beat_seconds():
-        unchecked = (f"the tempo ({tempo_bpm:g} BPM) is not checked: the steered window ({window:g} s) is shorter than the beat "
-                     f"test needs ({min_beat_seconds():.2f} s)")
-        print(f"{name}: {unchecked}", flush=True)
-        tempo_bpm = None
-    (row,) = steering_sweep(model, job["source"], target, concept=job["concept"], style=job["style"], instrument=job["instrument"],
-                            prompt=job.get("prompt"), tempo_bpm=tempo_bpm, **one_setting(setting),
-                            n=args.seeds, start=args.steer_from, duration=args.seconds, n_reference=100, batch_size=args.seeds,
-                            return_audio=True)
+    where = "stored recommendation of `make eval`" if stored is not None else "no measured setting passed on these weights: the target's default"
+    first_setting = None
+    if spec.get("chain_from"):
+        first_setting, _ = _setting(model, spec["chain_from"], DEMOS[spec["chain_from"]]["target"])
+    print(f"{name}: {job['demo']} steering {setting_key(setting)} ({where})", flush=True)
+    row, first = demo_row(model, job["demo"], setting, n=args.seeds, seed=args.seed, first_setting=first_setting,
+                          n_reference=100, batch_size=args.seeds, return_audio=True)
     sr, n, c, outcomes = model.sample_rate, row["n"], row["counts"], row["outcomes"]
     files = []
     for kind, pick in (("success", [i for i, o in enumerate(outcomes) if o == "success"]),
@@ -81,21 +88,27 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
             continue
         i = pick[0]
         fig = _figure(row["audio_unsteered"][i], row["audio_steered"][i], sr,
-                      f"{name}, seed {i}: {kind} (judge: {row['labels'][i] or 'no ' + target}; outcome {outcomes[i]})")
-        png = out / f"{name}_spectrogram_{kind}_seed{i}.png"
+                      f"{name}, seed {args.seed + i}: {kind} (judge: {row['labels'][i] or 'no ' + target}; outcome {outcomes[i]})")
+        png = out / f"{name}_spectrogram_{kind}_seed{args.seed + i}.png"
         with atomic_path(png) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         files.append(png)
     i = next((k for k, o in enumerate(outcomes) if o == "success"), 0)
     with torch.no_grad():
         audio = model.decode(torch.stack([row["codes_unsteered"][i], row["codes_steered"][i]])).float().cpu()
-    files += [save_audio(out / f"{name}_seed{i}_unsteered.wav", audio[0], sr), save_audio(out / f"{name}_seed{i}_steered.wav", audio[1], sr)]
-    change = f"add {target}" if not job["source"] else f"{job['source']} -> {target}"
-    rec = stored_recommendation(model, target)
+    files += [save_audio(out / f"{name}_seed{args.seed + i}_unsteered.wav", audio[0], sr),
+              save_audio(out / f"{name}_seed{args.seed + i}_steered.wav", audio[1], sr)]
+    change = f"add {target}" if not spec["source"] else f"{spec['source']} -> {target}"
+    seeds = f"seeds {args.seed}-{args.seed + n - 1} (one batch)"
+    held = (stored or {}).get("held_out")
     lines = [
-        f"## {name}: {change}, {kept} kept",
+        f"## {name}: {change}, {kept} kept (`eval.DEMOS[{job['demo']!r}]`)",
         "",
-        f"- prompt: `{row['prompt']}`, {args.seconds:g} s, seeds 0-{n - 1} (one batch); steering from second {args.steer_from:g}",
+        f"- prompt: `{row['prompt']}`" + (" + an audio prompt (a rendered classical flute clip at 100 BPM)" if isinstance(spec.get("audio_prompt"), str) else "")
+        + (f", continuing each seed's steered `{first['demo']}` step (`{first['key']}`: success {first['success_rate']:.2f}, "
+           f"{spec['chain_from']} heard {first['heard_rate']:.2f})" if first else "")
+        + f"; {seeds}; steering from second {row['start']:g} for the {row['duration']:g} s generated"
+        + (f" after the {row['start']:g}-s prompt" if row["audio_prompt"] else ""),
         f"- setting: `{row['key']}` ({row['mode']}), {where}; probe accuracy {row['probe_accuracy']:.2f}",
         f"- **success in {c['success']}/{n}** (rate {row['success_rate']:.2f} ± {row['success_rate_se']:.2f} SE"
         f"{'' if row['frechet_ok'] is not False else '; the set fails the Fréchet check, so the rate counts as 0'})",
@@ -103,21 +116,21 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
         f"(unsteered: {round(row['heard_rate_unsteered'] * n)}/{n})",
         f"- collapse (codebook-0 entropy < 0.8 x the same seed's unsteered run, or a held texture) in {c['collapse']}/{n}",
         f"- heard but the {kept} was lost in {c['attribute_lost']}/{n}; not heard in {c['not_heard']}/{n}; judge abstained in {c['abstain']}/{n}",
-        f"- {kept} as prompted ({job[kept]}) in {round(row['kept_rate'] * n)}/{n} steered vs {round(row['kept_rate_unsteered'] * n)}/{n} unsteered",
+        f"- {kept} as prompted ({kept_value}) in {round(row['kept_rate'] * n)}/{n} steered vs {round(row['kept_rate_unsteered'] * n)}/{n} unsteered",
         *([f"- on the melody's tempo ({row['tempo_bpm']:g} BPM, `eval.on_tempo`) in {round(row['on_tempo_rate'] * n)}/{n} steered vs "
            f"{round(row['on_tempo_rate_unsteered'] * n)}/{n} unsteered; heard and kept but off tempo in {c['off_tempo']}/{n}"]
-          if row.get("tempo_bpm") is not None else [f"- {unchecked}"] if unchecked else []),
+          if row.get("tempo_bpm") is not None else []),
         f"- codebook-0 entropy steered / unsteered: {row['entropy_ratio']:.2f}; Fréchet distance to real clips steered / unsteered: "
-        f"{row['frechet_ratio']:.2f}; codes before second {args.steer_from:g} bit-identical: {row['frames_before_start_identical']:.0%}",
-        *([f"- the same setting in `make eval` (16 seeds, 0-15): success {rec['success_rate']:.2f} ± {rec['success_rate_se']:.2f}, "
-           f"collapse {rec['collapse_rate']:.2f}, heard {rec['heard_rate']:.2f}"
-           + (" (the same seeds and reference clips as here)" if n == rec["n"] else f": {n} seeds are a small sample")]
-          + ([f"- picked there as the best of its sweep, so re-measured on seeds {rec['held_out']['seeds'][0]}-{rec['held_out']['seeds'][1]}, "
-              f"which picked nothing: success {rec['held_out']['success_rate']:.2f} ± {rec['held_out']['success_rate_se']:.2f} "
-              f"(the rate to expect from this setting)"] if rec.get("held_out") else [])
-          if rec and rec["key"] == row["key"] else
-          [f"- `make eval` found no setting towards {target} that passes the verdict on these weights (see the README's tables)"]
-          if not d["measured"] else []),
+        f"{row['frechet_ratio']:.2f}; codes before second {row['start']:g} bit-identical: {row['frames_before_start_identical']:.0%}",
+        *([f"- in `make eval` this setting was picked as the best of its demo's sweep on seeds 0-{stored['n'] - 1} (success "
+           f"{stored['success_rate']:.2f} ± {stored['success_rate_se']:.2f}, optimistic: it was picked there)"
+           + (f", and re-measured on seeds {held['seeds'][0]}-{held['seeds'][1]}, which picked nothing: success {held['success_rate']:.2f} ± "
+              f"{held['success_rate_se']:.2f}, the rate to expect"
+              + (" (the seeds run here)" if held["seeds"] == [args.seed, args.seed + n - 1] and held["key"] == row["key"] else "")
+              if held else "")]
+          if stored is not None and stored["key"] == row["key"] else
+          [f"- `make eval` found no setting of this demo that passes the verdict on these weights (see the README's tables)"]
+          if stored is None else []),
         "",
     ]
     return lines, files, row["frames_before_start_identical"] == 1.0, f"{name} passed in {c['success']}/{n}" + (" seeds, but the set fails the Fréchet check (rate 0)" if row["frechet_ok"] is False and c["success"] else "")
@@ -128,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--model", default="toy", help='"toy" (embedded), a local checkpoint or a hub name')
     parser.add_argument("--demos", nargs="+", choices=list(JOBS), default=list(JOBS), help="which steering demos to run (default: all)")
-    parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--steer-from", type=float, default=2.0, help="second at which the intervention starts")
-    parser.add_argument("--seeds", type=int, default=16, help="seeds, generated in one batch (16: the seeds and reference clips of `make eval`, so the two agree)")
+    parser.add_argument("--seeds", type=int, default=16, help="seeds, generated in one batch")
+    parser.add_argument("--seed", type=int, default=16, help="the first seed (16, with 16 seeds: the seeds `make eval` held out, which picked no setting, so the two agree)")
     parser.add_argument("--alpha", type=float, default=None, help="default: the stored recommendation")
     parser.add_argument("--layer", type=int, default=None, help="default: the stored recommendation")
     parser.add_argument("--method", choices=["probe", "diff_means"], default=None, help="default: the stored recommendation")
@@ -148,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.frame_rate:g} frames/s, {cfg.sample_rate} Hz",
         "- judge: the clean-trained concept classifiers (shipped with the package, librosa features), abstaining out of distribution",
         "- verdict (musicgen_lens.eval.steering_verdict): success = target heard, no collapse, the other attribute kept and, "
-        "where the prompt states the melody's tempo (the tabla demo), the onsets on that tempo",
+        "where the melody's tempo is known (the tabla demo's audio prompt), the onsets on that tempo",
+        f"- seeds {args.seed}-{args.seed + args.seeds - 1}: " + ("the seeds `make eval` held out (it picked each setting on seeds 0-15)"
+                                                               if (args.seed, args.seeds) == (16, 16) else "your choice"),
         "",
     ]
     files, ok, passed = [], True, []

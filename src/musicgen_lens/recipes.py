@@ -81,6 +81,15 @@ def stored_recommendation(model: "HookedMusicGen", target: str = "violin", path:
     return None if stored is None else (stored.get("recommended") or {}).get(target.lstrip("+"))
 
 
+def stored_demo(model: "HookedMusicGen", name: str, path: str | Path | None = None) -> dict[str, Any] | None:
+    """The measured setting of `musicgen_lens.eval.DEMOS[name]` (what `make demo` runs): its
+    recommended setting on seeds 0-15 with its `held_out` measurement and, for a chain, the
+    `first_step` it continued; None when `model` does not have the weights it was measured on,
+    or `make eval` found no setting of that demo that passes the verdict."""
+    stored = _stored_defaults(model, path)
+    return None if stored is None else (stored.get("demos") or {}).get(name)
+
+
 def default_setting(model: "HookedMusicGen", target: str = "violin") -> dict[str, Any]:
     """site, layer, head, method, alpha, vector_text (`vector_text`) to steer towards `target`: the stored recommendation
     (`stored_recommendation`), else the paper's relative depth, probe, alpha 0.5, with a warning

@@ -22,7 +22,7 @@ quality; the toy model's defaults (`recipes.stored_recommendation`) come from it
 
 Layout: `features` (audio features, fidelity), `judges` (classifiers, abstain, disk cache),
 `quality` (entropy, flux, stationarity, Fréchet, reference clips), `verdict`, `measure`
-(eval_codec, eval_prompts, eval_steering), `sweep`, `cli` (`main`, run by `__main__`).
+(eval_codec, eval_prompts, eval_steering), `sweep`, `cli` (`main`, run by `__main__`; the paper's demos `DEMOS`, one setting of one: `demo_row`).
 Every public name is importable from `musicgen_lens.eval`.
 
     python -m musicgen_lens.eval --help     # the measurements reported in the README
@@ -44,7 +44,7 @@ from musicgen_lens.eval.quality import (
 from musicgen_lens.eval.verdict import OUTCOMES, Tolerance, Verdict, _rate, steering_verdict, summarize_verdicts
 from musicgen_lens.eval.measure import _generate, _generate_audio, eval_codec, eval_prompts, eval_steering
 from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_figure, sweep_table_markdown
-from musicgen_lens.eval.cli import main
+from musicgen_lens.eval.cli import DEMOS, demo_row, main
 
 __all__ = [
     "FEATURE_SR", "ON_TEMPO_RANK", "Fidelity", "beat_rank", "min_beat_seconds", "on_tempo", "chromagram", "features", "fidelity", "mel_power", "onset_envelope", "power_spectrogram", "tempo",
@@ -55,5 +55,5 @@ __all__ = [
     "OUTCOMES", "Tolerance", "Verdict", "steering_verdict", "summarize_verdicts",
     "eval_codec", "eval_prompts", "eval_steering",
     "recommend", "steering_sweep", "sweep_figure", "sweep_table_markdown",
-    "main",
+    "DEMOS", "demo_row", "main",
 ]

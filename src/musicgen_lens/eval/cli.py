@@ -85,18 +85,53 @@ def demo_audio_prompt(model: Any, instrument: str, style: str = "classical", sec
     return np.asarray(render_clip(spec), dtype=np.float32)[None]
 
 
-def _chain_codes(model: Any, state: dict[str, Any], name: str, first: dict[str, Any] | None, n: int) -> Any:
-    """Each seed's steered codes of demo `name` at its recommended setting (`first`: that demo's
-    part), the audio prompt of the chain's next step; records the setting in `state["first_step"]`."""
+_GRID_KEYS = ("grids", "sites", "layers", "heads", "methods", "alphas", "vector_text")
+
+
+def _prepared(model: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """A demo's `steering_sweep` keywords with its named audio prompt rendered (`demo_audio_prompt`)."""
+    kw = dict(kw)
+    if isinstance(kw.get("audio_prompt"), str):
+        kw["audio_prompt"], kw["audio_prompt_sr"] = demo_audio_prompt(model, kw["audio_prompt"]), model.sample_rate
+    return kw
+
+
+def chain_first_step(model: Any, name: str, setting: dict[str, Any], n: int, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """Each seed's steered codes `[n, n_codebooks, frames]` of demo `name` at `setting` (seeds
+    `seed`..`seed + n - 1`): the audio prompt of a chain's next step (one row per seed), and
+    what that step was (demo, key, success and heard rates, seeds)."""
     import torch
 
+    kw = _prepared(model, {k: v for k, v in DEMOS[name].items() if k not in _GRID_KEYS})
+    (row,) = steering_sweep(model, **kw, **one_setting(setting), n=n, seed=seed, return_audio=True)
+    step = dict(demo=name, key=row["key"], success_rate=row["success_rate"], heard_rate=row["heard_rate"], seeds=[seed, seed + n - 1])
+    return torch.stack(row["codes_steered"]), step
+
+
+def _first_setting(name: str, first: dict[str, Any] | None) -> dict[str, Any]:
+    """The recommended setting of demo `name`'s part `first` (the step a chain continues)."""
     best = recommend((first or {}).get("rows") or [])
     if best is None:
         raise ValueError(f"the chain continues the {name!r} demo's recommended setting: run that demo first (it has none yet)")
-    kw = {k: v for k, v in DEMOS[name].items() if k not in ("grids", "sites", "layers", "methods", "alphas")}
-    (row,) = steering_sweep(model, **kw, **one_setting(best), n=n, return_audio=True)
-    state["first_step"] = dict(demo=name, key=row["key"], success_rate=row["success_rate"], heard_rate=row["heard_rate"])
-    return torch.stack(row["codes_steered"])
+    return best
+
+
+def demo_row(model: Any, name: str, setting: dict[str, Any], *, n: int, seed: int = 0, first_setting: dict[str, Any] | None = None,
+             **kw: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Demo `name` (`DEMOS`) at one `setting` on seeds `seed`..`seed + n - 1`: its `steering_sweep`
+    row, and for a chained demo the first step it continued (run first at `first_setting`, the
+    `chain_from` demo's setting, on the same seeds), else None. `kw`: more `steering_sweep`
+    keywords (`return_audio`, `n_reference`, `batch_size`, ...). What `make demo` runs."""
+    if name not in DEMOS:
+        raise ValueError(f"unknown demo {name!r}; choose from {', '.join(DEMOS)}")
+    common = _prepared(model, {k: v for k, v in DEMOS[name].items() if k not in _GRID_KEYS})
+    chain_from, first = common.pop("chain_from", None), None
+    if chain_from is not None:
+        if first_setting is None:
+            raise ValueError(f"demo {name!r} continues the {chain_from!r} demo: pass first_setting= (that demo's setting)")
+        common["audio_prompt_codes"], first = chain_first_step(model, chain_from, first_setting, n, seed)
+    (row,) = steering_sweep(model, **{**common, **kw, **one_setting(setting)}, n=n, seed=seed)
+    return row, first
 
 
 def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: list[dict[str, Any]], previous: dict[str, Any] | None = None,
@@ -107,12 +142,10 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
     seed's steered codes of that demo (`previous`: its part)."""
     state.setdefault("rows", [])
     done = {r["key"] for r in state["rows"]}
-    kw = dict(common)
-    if isinstance(kw.get("audio_prompt"), str):
-        kw["audio_prompt"], kw["audio_prompt_sr"] = demo_audio_prompt(model, kw["audio_prompt"]), model.sample_rate
+    kw = _prepared(model, common)
     chain_from = kw.pop("chain_from", None)
     if chain_from is not None and not state.get("done"):
-        kw["audio_prompt_codes"] = _chain_codes(model, state, chain_from, previous, n)
+        kw["audio_prompt_codes"], state["first_step"] = chain_first_step(model, chain_from, _first_setting(chain_from, previous), n)
 
     def add(row: dict[str, Any]) -> None:
         state["rows"].append(row)
@@ -123,10 +156,14 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
     rec = state["recommended"] = recommend(state["rows"])
     # The best of many settings on seeds 0..n-1 is an optimistic estimate of that setting (it was
     # picked on those seeds): measure it again on seeds n..2n-1, which picked nothing. A chained
-    # demo continues the first step's codes of seeds 0..n-1 only, so it has no held-out seeds.
-    if rec is not None and chain_from is None and _held_out(state, rec) is None:
-        (row,) = steering_sweep(model, **{**kw, **one_setting(rec)}, n=n, seed=n, progress=True)
-        state["held_out"] = _compact(row) | {"seeds": [n, 2 * n - 1], "counts": row["counts"]}
+    # demo first runs its first step again on those seeds, then continues each of them.
+    if rec is not None and _held_out(state, rec) is None:
+        held_kw, first_step = {k: v for k, v in kw.items() if k != "audio_prompt_codes"}, None
+        if chain_from is not None:
+            held_kw["audio_prompt_codes"], first_step = chain_first_step(model, chain_from, _first_setting(chain_from, previous), n, seed=n)
+        (row,) = steering_sweep(model, **{**held_kw, **one_setting(rec)}, n=n, seed=n, progress=True)
+        state["held_out"] = _compact(row) | {"seeds": [n, 2 * n - 1], "counts": row["counts"]} | (
+            {"first_step": first_step} if first_step is not None else {})
     elif rec is None:
         state.pop("held_out", None)
     state["done"] = True
@@ -152,7 +189,9 @@ def _compact(row: dict[str, Any]) -> dict[str, Any]:
 def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     """The package asset `assets/toy/steering_defaults.json` from a results JSON: per target, the
     recommended setting of its sweep (`recommend`; the trumpet -> violin sweep for "violin", each
-    demo's small sweep for the others), and the compact tables they came from. `fingerprint`:
+    demo's small sweep for the others), and the compact tables they came from; per demo
+    ("demos": what `make demo` runs, `recipes.stored_demo`), its recommended setting with its
+    held-out measurement and, for a chain, the first step it continued. `fingerprint`:
     `provenance.weights_fingerprint` of the measured model (what `recipes` checks)."""
     tables: dict[str, list[dict[str, Any]]] = {}
     states: dict[str, dict[str, Any]] = {}
@@ -171,11 +210,17 @@ def steering_defaults(results: dict[str, Any], fingerprint: str) -> dict[str, An
         return _compact(r) | ({"held_out": held} if held is not None else {})
 
     rec = {t: recommend(rows) for t, rows in tables.items()}
+    demos = {}
+    for name, d in _in_demo_order(results.get("demos") or {}):
+        best = recommend(d.get("rows") or [])
+        held = _held_out(d, best)
+        demos[name] = None if best is None else _compact(best) | ({"held_out": held} if held is not None else {}) | (
+            {"first_step": d["first_step"]} if d.get("first_step") else {})
     return {"format": "musicgen_lens.steering_defaults", "model": results.get("model"), "weights": fingerprint,
             "rule": "highest verdict success rate with mean codebook-0 entropy ratio >= 0.8, Frechet check passed and "
                     "<= 25% of seeds collapsed; ties: lower alpha (musicgen_lens.eval.recommend); held_out: that setting on seeds it was not picked on",
             "recommended": {t: entry(t, r) for t, r in rec.items()},
-            "tables": {t: [_compact(r) for r in rows] for t, rows in tables.items()}}
+            "tables": {t: [_compact(r) for r in rows] for t, rows in tables.items()}, "demos": demos}
 
 
 def _in_demo_order(demos: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -192,10 +237,12 @@ def _held_out_note(state: dict[str, Any], best: dict[str, Any] | None) -> str:
     """The best setting re-measured on seeds it was not picked on (`_sweep_part`'s "held_out")."""
     held = _held_out(state, best)
     if held is None:
-        return "" if best is None or state.get("first_step") is None else " (chained: no held-out seeds)"
+        return ""
     lo, hi = held["seeds"]
     tempo = "" if held.get("on_tempo_rate") is None else f", on tempo {held['on_tempo_rate']:.2f}"
-    return (f"; on held-out seeds {lo}-{hi}: success {held['success_rate']:.2f} ± {held['success_rate_se']:.2f} "
+    first = held.get("first_step")
+    chained = "" if first is None else f", continuing the `{first['demo']}` step run on those seeds (its success {first['success_rate']:.2f})"
+    return (f"; on held-out seeds {lo}-{hi}{chained}: success {held['success_rate']:.2f} ± {held['success_rate_se']:.2f} "
             f"(heard {held['heard_rate']:.2f}, collapse {held['collapse_rate']:.2f}{tempo})")
 
 
