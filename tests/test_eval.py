@@ -502,7 +502,8 @@ def test_a_demos_best_setting_is_measured_again_on_seeds_it_was_not_picked_on(mo
     cli._sweep_part(None, lambda: None, state, 16, [{}], source="", target="tabla")  # resumed: nothing new is measured
     assert all(c.get("on_row") is not None for c in calls[n_calls:])
     note = cli.markdown({"demos": {"tabla": state}})
-    assert "best: `b`; on held-out seeds 16-31: success 0.25 ± 0.10 (heard 1.00, collapse 0.00, on tempo 0.50)" in note
+    assert "best: `b`; on held-out seeds 16-31: success 0.25 ± 0.10 (heard 1.00, unsteered 0.00, collapse 0.00, on tempo 0.50)" in note
+    assert state["held_out"]["kept_rate_unsteered"] == 1.0
     d = cli.steering_defaults({"demos": {"tabla": state}}, "fp")
     assert d["recommended"]["tabla"]["key"] == "b" and d["recommended"]["tabla"]["held_out"]["success_rate"] == 0.25
     # a better setting added later changes the recommendation: it is held out again

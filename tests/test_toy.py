@@ -166,6 +166,23 @@ def test_the_recipes_defaults_are_the_stored_measurement_for_these_weights(toy, 
         assert default_layer(other) == relative_depth_layer(other)
 
 
+def test_a_stored_demo_setting_is_given_only_for_the_weights_it_was_measured_on(toy, tmp_path, checkpoint_dir):
+    """`recipes.stored_demo`: the per-demo view of `steering_defaults.json` (what `make demo` runs), checked by fingerprint."""
+    import json
+
+    from musicgen_lens.provenance import weights_fingerprint
+    from musicgen_lens.recipes import stored_demo
+
+    entry = {"key": "resid_post@2:probe:0.5", "held_out": {"seeds": [16, 31], "success_rate": 0.5}}
+    path = tmp_path / "defaults.json"
+    path.write_text(json.dumps({"weights": weights_fingerprint(toy), "recommended": {}, "demos": {"tabla_audio_prompt": entry, "xylophone_text": None}}))
+    assert stored_demo(toy, "tabla_audio_prompt", path) == entry
+    assert stored_demo(toy, "xylophone_text", path) is None and stored_demo(toy, "never_measured", path) is None
+    assert stored_demo(HookedMusicGen.from_pretrained(checkpoint_dir("base")), "tabla_audio_prompt", path) is None
+    path.write_text(json.dumps({"weights": weights_fingerprint(toy), "recommended": {}}))  # written before demos were stored
+    assert stored_demo(toy, "tabla_audio_prompt", path) is None
+
+
 def test_shipping_a_retrained_checkpoint_keeps_the_shipped_judges_and_defaults(tmp_path):
     """training/ship.py swaps the checkpoint; judges/ and steering_defaults.json are not in an export."""
     import importlib.util
@@ -214,3 +231,18 @@ def test_the_demo_reports_only_what_it_ran(tmp_path, capsys):
     else:
         assert "`make eval` found no setting of this demo that passes the verdict" in report
     assert any(tmp_path.glob("tabla_seed*_steered.wav")) and any(tmp_path.glob("tabla_spectrogram_*.png"))
+
+
+def test_the_demo_report_says_what_a_count_does_not():
+    """`demo.caveats`: a target the unsteered runs already have, a tempo no better than the melody's own
+    onsets, an attribute kept only as the unsteered run had it — each said; none for a clean result."""
+    from musicgen_lens.demo import caveats
+
+    row = dict(n=16, heard_rate=1.0, heard_rate_unsteered=13 / 16, on_tempo_rate=6 / 16, on_tempo_rate_unsteered=7 / 16, kept_rate_unsteered=1 / 16)
+    notes = caveats(row, "rock", "instrument", "trumpet")
+    assert len(notes) == 3
+    assert "already have rock in 13/16 (steered: 16/16): the steering adds it to 3 more seeds, not 16" in notes[0]
+    assert "6/16 steered vs 7/16 unsteered" in notes[1] and "(trumpet) is heard in 1/16 unsteered runs" in notes[2]
+    clean = dict(n=16, heard_rate=0.75, heard_rate_unsteered=0.0, on_tempo_rate=0.75, on_tempo_rate_unsteered=0.25, kept_rate_unsteered=1.0)
+    assert caveats(clean, "tabla", "instrument", "flute") == []
+    assert caveats(dict(clean, on_tempo_rate=None), "violin", "style", "classical") == []

@@ -162,7 +162,9 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
         if chain_from is not None:
             held_kw["audio_prompt_codes"], first_step = chain_first_step(model, chain_from, _first_setting(chain_from, previous), n, seed=n)
         (row,) = steering_sweep(model, **{**held_kw, **one_setting(rec)}, n=n, seed=n, progress=True)
-        state["held_out"] = _compact(row) | {"seeds": [n, 2 * n - 1], "counts": row["counts"]} | (
+        # with the unsteered rates on those seeds: what the held-out success is to be read against
+        unsteered = {k: row.get(k) for k in ("heard_rate_unsteered", "kept_rate_unsteered", "on_tempo_rate_unsteered")}
+        state["held_out"] = _compact(row) | unsteered | {"seeds": [n, 2 * n - 1], "counts": row["counts"]} | (
             {"first_step": first_step} if first_step is not None else {})
     elif rec is None:
         state.pop("held_out", None)
@@ -242,8 +244,9 @@ def _held_out_note(state: dict[str, Any], best: dict[str, Any] | None) -> str:
     tempo = "" if held.get("on_tempo_rate") is None else f", on tempo {held['on_tempo_rate']:.2f}"
     first = held.get("first_step")
     chained = "" if first is None else f", continuing the `{first['demo']}` step run on those seeds (its success {first['success_rate']:.2f})"
+    unsteered = "" if held.get("heard_rate_unsteered") is None else f", unsteered {held['heard_rate_unsteered']:.2f}"
     return (f"; on held-out seeds {lo}-{hi}{chained}: success {held['success_rate']:.2f} ± {held['success_rate_se']:.2f} "
-            f"(heard {held['heard_rate']:.2f}, collapse {held['collapse_rate']:.2f}{tempo})")
+            f"(heard {held['heard_rate']:.2f}{unsteered}, collapse {held['collapse_rate']:.2f}{tempo})")
 
 
 def markdown(results: dict[str, Any]) -> str:
