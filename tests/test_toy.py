@@ -238,11 +238,35 @@ def test_the_demo_report_says_what_a_count_does_not():
     onsets, an attribute kept only as the unsteered run had it — each said; none for a clean result."""
     from musicgen_lens.demo import caveats
 
-    row = dict(n=16, heard_rate=1.0, heard_rate_unsteered=13 / 16, on_tempo_rate=6 / 16, on_tempo_rate_unsteered=7 / 16, kept_rate_unsteered=1 / 16)
-    notes = caveats(row, "rock", "instrument", "trumpet")
-    assert len(notes) == 3
-    assert "already have rock in 13/16 (steered: 16/16): the steering adds it to 3 more seeds, not 16" in notes[0]
-    assert "6/16 steered vs 7/16 unsteered" in notes[1] and "(trumpet) is heard in 1/16 unsteered runs" in notes[2]
-    clean = dict(n=16, heard_rate=0.75, heard_rate_unsteered=0.0, on_tempo_rate=0.75, on_tempo_rate_unsteered=0.25, kept_rate_unsteered=1.0)
-    assert caveats(clean, "tabla", "instrument", "flute") == []
+    outcomes = ["success"] * 15 + ["not_heard"]
+    row = dict(n=16, heard_rate=1.0, heard_rate_unsteered=13 / 16, on_tempo_rate=6 / 16, on_tempo_rate_unsteered=7 / 16, kept_rate_unsteered=1 / 16,
+               outcomes=outcomes)
+    notes = caveats(row, "rock", "instrument", "trumpet", moved=[0.1] * 15 + [2.0])
+    assert len(notes) == 4
+    assert "the successes moved the sound 0.10 of the way to real rock clips" in notes[0]  # the failure's 2.0 is not a success's
+    assert "already have rock in 13/16 (steered: 16/16): the steering adds it to 3 more seeds, not 16" in notes[1]
+    assert "6/16 steered vs 7/16 unsteered" in notes[2] and "(trumpet) is heard in 1/16 unsteered runs" in notes[3]
+    clean = dict(n=16, heard_rate=0.75, heard_rate_unsteered=0.0, on_tempo_rate=0.75, on_tempo_rate_unsteered=0.25, kept_rate_unsteered=1.0,
+                 outcomes=outcomes)
+    assert caveats(clean, "tabla", "instrument", "flute", moved=[1.0] * 16) == [] == caveats(clean, "tabla", "instrument", "flute")
     assert caveats(dict(clean, on_tempo_rate=None), "violin", "style", "classical") == []
+
+
+def test_toward_target_is_zero_for_no_change_and_about_one_for_real_target_clips(toy):
+    """`eval.toward_target`: how far steering moved the sound, in units of the real source-to-target distance."""
+    import numpy as np
+
+    from musicgen_lens.data.synth import render_clip
+    from musicgen_lens.eval import toward_target
+    from musicgen_lens.recipes import _specs
+
+    def clips(instrument, seed):
+        return [np.asarray(render_clip(c), np.float32) for c in _specs(toy, 8, seed, 1.5, instrument=instrument, style="classical")]
+
+    trumpet, violin = clips("trumpet", 7), clips("violin", 8)
+    assert np.allclose(toward_target(toy, trumpet, trumpet, "trumpet", "violin", n_clips=8), 0.0)
+    moved = toward_target(toy, violin, trumpet, "trumpet", "violin", n_clips=8)
+    assert moved.shape == (8,) and 0.6 < moved.mean() < 1.4  # other clips than the reference's: about one unit, not exactly
+    assert np.allclose(toward_target(toy, trumpet, violin, "trumpet", "violin", n_clips=8), -moved)
+    with pytest.raises(ValueError, match="fusion has two genres"):
+        toward_target(toy, trumpet, trumpet, "classical", "rock+jazz", concept="fusion")

@@ -43,7 +43,7 @@ from musicgen_lens.eval.quality import (
 )
 from musicgen_lens.eval.verdict import OUTCOMES, Tolerance, Verdict, _rate, steering_verdict, summarize_verdicts
 from musicgen_lens.eval.measure import _generate, _generate_audio, eval_codec, eval_prompts, eval_steering
-from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_figure, sweep_table_markdown
+from musicgen_lens.eval.sweep import recommend, steering_sweep, sweep_figure, sweep_table_markdown, toward_target
 from musicgen_lens.eval.cli import DEMOS, demo_row, main
 
 __all__ = [
@@ -54,6 +54,6 @@ __all__ = [
     "spectral_flux", "stationarity",
     "OUTCOMES", "Tolerance", "Verdict", "steering_verdict", "summarize_verdicts",
     "eval_codec", "eval_prompts", "eval_steering",
-    "recommend", "steering_sweep", "sweep_figure", "sweep_table_markdown",
+    "recommend", "steering_sweep", "sweep_figure", "sweep_table_markdown", "toward_target",
     "DEMOS", "demo_row", "main",
 ]

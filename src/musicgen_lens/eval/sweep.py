@@ -306,6 +306,33 @@ def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: l
     )
 
 
+def toward_target(model: Any, audio_steered: Sequence[np.ndarray], audio_unsteered: Sequence[np.ndarray], source: str = "trumpet",
+                  target: str = "violin", *, concept: str = "instrument", style: str = "classical", instrument: str = "trumpet",
+                  n_clips: int = 24, seed: int = 100) -> np.ndarray:
+    """Per seed, how far steering moved the audio towards the target's real clips, in the clean
+    judge's standardized feature space: the projection of (steered - unsteered) on (target clips'
+    mean - source clips' mean), as a fraction of that difference. 0: no move (or only across it);
+    1: as far as a real source clip is from a real target clip, on average. The judge's label can
+    flip across its boundary at a small fraction: this says how much of the way the sound went.
+    The real clips (`n_clips` each side, seed `seed`: not the vectors' clips) are rendered as long
+    as the steered window, as `steering_sweep` builds them for `concept`; not for a fusion."""
+    from musicgen_lens.data.synth import render_clip
+    from musicgen_lens.recipes import _specs
+
+    task = _task(concept, source, target, style, instrument)
+    if "genres" in task:
+        raise ValueError("toward_target needs one target: a fusion has two genres")
+    sr = model.sample_rate
+    seconds = min(len(a) for a in audio_steered) / sr
+    neg = _specs(model, n_clips, seed + 1, seconds, **task["neg"])
+    pos = [dataclasses.replace(c, accompaniment=task["paired"]) for c in neg] if task.get("paired") else _specs(model, n_clips, seed, seconds, **task["pos"])
+    judge = clean_classifier(task["judged"])
+    real = {k: judge.standardize(_Featurized.of([np.asarray(render_clip(c), np.float32) for c in clips], sr).X) for k, clips in (("pos", pos), ("neg", neg))}
+    d = real["pos"].mean(0) - real["neg"].mean(0)
+    moved = judge.standardize(_Featurized.of(list(audio_steered), sr).X) - judge.standardize(_Featurized.of(list(audio_unsteered), sr).X)
+    return moved @ d / float(d @ d)
+
+
 def passes_quality(row: dict[str, Any], tolerance: Tolerance = Tolerance(), max_collapse_rate: float = 0.25) -> bool:
     """The setting keeps the music: mean entropy ratio >= `tolerance.entropy_ratio`, the set's
     Fréchet check not failed, and at most `max_collapse_rate` of the seeds collapsed."""
