@@ -43,6 +43,9 @@ def test_sweep_table_has_one_row_per_setting_and_consistent_rates(model, monkeyp
             p = r[key.removesuffix("_se")]
             assert r[key] == pytest.approx(np.sqrt(p * (1 - p) / 2))
         assert np.isfinite(r["entropy_ratio"]) and r["entropy_ratio"] > 0 and r["frames_before_start_identical"] == 1.0
+        # how far the sound moved towards the target's real clips (`toward_target`), over all seeds and over the successes
+        assert np.isfinite(r["moved"]) and (r["moved_successes"] is None) == (r["counts"]["success"] == 0)
+        assert len(r["moved_per_seed"]) == 2 and r["moved"] == pytest.approx(np.mean(r["moved_per_seed"]))
     # resuming: measured settings are skipped, and nothing runs when every one is
     again = steering_sweep(model, layers=[0, 1], alphas=(0.5, 2.0), methods=("probe",), n=2, start=0.2, duration=0.5,
                            n_clips=3, clip_seconds=0.5, n_reference=4, skip={r["key"] for r in rows})

@@ -28,7 +28,7 @@ import torch
 from musicgen_lens import HookedMusicGen
 from musicgen_lens._atomic import atomic_path, atomic_write_text
 from musicgen_lens.audio import save_audio
-from musicgen_lens.eval import DEMOS, demo_row, toward_target
+from musicgen_lens.eval import DEMOS, demo_row
 from musicgen_lens.eval.sweep import setting_key
 from musicgen_lens.recipes import default_setting, stored_demo
 
@@ -104,8 +104,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
     row, first = demo_row(model, job["demo"], setting, n=args.seeds, seed=args.seed, first_setting=first_setting,
                           n_reference=100, batch_size=args.seeds, return_audio=True)
     sr, n, c, outcomes = model.sample_rate, row["n"], row["counts"], row["outcomes"]
-    moved = toward_target(model, row["audio_steered"], row["audio_unsteered"], spec["source"], target,
-                          **{k: spec[k] for k in ("concept", "style", "instrument") if k in spec})
+    moved = row["moved_per_seed"]  # `eval.toward_target` per seed
     wins = [m for m, o in zip(moved, outcomes) if o == "success"]
     files = []
     for kind, pick in (("success", [i for i, o in enumerate(outcomes) if o == "success"]),

@@ -174,7 +174,8 @@ def _sweep_part(model: Any, save: Any, state: dict[str, Any], n: int, grids: lis
 
 
 _COMPACT = ("key", "site", "layer", "head", "method", "mode", "alpha", "vector_text", "n", "success_rate", "success_rate_se", "collapse_rate",
-            "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept", "tempo_bpm", "on_tempo_rate")
+            "collapse_rate_se", "heard_rate", "kept_rate", "entropy_ratio", "frechet_ratio", "tempo_kept", "tempo_bpm", "on_tempo_rate",
+            "moved", "moved_successes")
 
 
 def _held_out(state: dict[str, Any], rec: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -147,7 +147,10 @@ def steering_sweep(
     after `start`), stationarity, frechet_ratio, frechet_ok, tempo_kept (a free tempo estimate of
     the steered window within 4% or an octave of the unsteered one's: unreliable on 2-s codec
     windows, reported only), on_tempo_rate[_se] and beat_rank (None without `tempo_bpm`),
-    probe_accuracy, the unsteered heard/kept/on-tempo rates and each seed's outcome.
+    probe_accuracy, the unsteered heard/kept/on-tempo rates, each seed's outcome, and moved /
+    moved_successes (`toward_target`: how far the sound went towards the target's real clips,
+    mean over all seeds / over the successes; None for a fusion or with no success; per seed in
+    moved_per_seed).
     """
     import torch
 
@@ -202,6 +205,7 @@ def steering_sweep(
     ref = ref.window(begin, begin + length)
     ref_X = _Featurized.of(list(ref.clean if judge == "clean" else ref.reconstructed), sr).X
     feats0 = _Featurized.of(audio0, sr)
+    direction = _target_direction(model, task, min(len(a) for a in audio0) / sr)  # `toward_target`'s unit, once per sweep
     entropy0, _ = _clip_quality(codes0, audio0, frame, sr)
     labels0, kept0 = feats0.labels(judged), feats0.labels(kept_judge)
     frechet0 = feats0.frechet(judged, ref_X)
@@ -226,7 +230,7 @@ def steering_sweep(
     if prompted_key is not None and prompted_key not in skip:
         codes, audio = run(None, reference_prompt)
         row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
-                   target, task["kept"], frame, sr, tolerance, tempo_bpm)
+                   target, task["kept"], frame, sr, tolerance, tempo_bpm, direction, feats0.X)
         emit(dict(site=None, layer=None, head=None, method=PROMPTED, mode=None, alpha=0.0, vector_text=None, **common,
                   prompt=reference_prompt, source_prompt=prompt, probe_accuracy=None, **row, **baseline), codes, audio)
     # the vectors' clips, the same for every setting
@@ -254,7 +258,7 @@ def steering_sweep(
         for alpha in todo:
             codes, audio = run([c.intervention(alpha, start) for c in cvs])
             row = _row(codes, audio, codes0, audio0, entropy0, labels0, kept0, frechet0, judged, kept_judge, ref_X,
-                       target, task["kept"], frame, sr, tolerance, tempo_bpm)
+                       target, task["kept"], frame, sr, tolerance, tempo_bpm, direction, feats0.X)
             emit(dict(site=site, layer=layer if len(cvs) == 1 else list(_layers_of(layer)), head=head, method=method, mode=cv.mode,
                       alpha=float(alpha), vector_text=vector_text, **common, prompt=prompt,
                       probe_accuracy=float(np.mean([c.accuracy for c in cvs])), **row, **baseline), codes, audio)
@@ -276,7 +280,8 @@ def _fused_vector(model: Any, positives: Sequence[Any], negative: Any, *, method
 
 def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: list[np.ndarray], entropy0: np.ndarray,
          labels0: np.ndarray, kept0: np.ndarray, frechet0: float, judged: Any, kept_judge: Any, ref_X: np.ndarray,
-         target: str, kept: str, frame: int, sr: int, tolerance: Tolerance, tempo_bpm: float | None = None) -> dict[str, Any]:
+         target: str, kept: str, frame: int, sr: int, tolerance: Tolerance, tempo_bpm: float | None = None,
+         direction: tuple[Any, np.ndarray] | None = None, X_unsteered: np.ndarray | None = None) -> dict[str, Any]:
     n = len(codes)
     ranks = None if tempo_bpm is None else [beat_rank(a, sr, tempo_bpm) for a in audio]
     beat_ok = [None] * n if ranks is None else [r >= ON_TEMPO_RANK for r in ranks]  # features.on_tempo
@@ -288,6 +293,8 @@ def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: l
                 for i in range(n)]
     frechet = feats.frechet(judged, ref_X)
     s = summarize_verdicts(verdicts, frechet, frechet0, tolerance)
+    moved = None if direction is None else _moved(direction, feats.X, X_unsteered)
+    wins = [] if moved is None else [m for m, v in zip(moved, verdicts) if v.outcome == "success"]
     heard, heard_se = _rate(int(np.sum(labels == target)), n)
     kept_rate, kept_se = _rate(int(np.sum(kept_labels == kept)), n)
     tempo_rate, tempo_se = (None, None) if ranks is None else _rate(int(sum(beat_ok)), n)
@@ -303,7 +310,31 @@ def _row(codes: list[Any], audio: list[np.ndarray], codes0: list[Any], audio0: l
         frechet_ok=s["frechet_ok"], tempo_kept=float(np.mean(tempo_kept)), on_tempo_rate=tempo_rate, on_tempo_rate_se=tempo_se,
         off_tempo_rate=s["off_tempo_rate"], beat_rank=None if ranks is None else float(np.mean(ranks)), frames_before_start_identical=float(np.mean(frames_same)),
         counts=s["counts"], outcomes=[v.outcome for v in verdicts], labels=[str(x) for x in labels],
+        moved=None if moved is None else float(np.mean(moved)), moved_successes=float(np.mean(wins)) if wins else None,
+        moved_per_seed=None if moved is None else [float(m) for m in moved],
     )
+
+
+def _target_direction(model: Any, task: dict[str, Any], seconds: float, n_clips: int = 24, seed: int = 100) -> tuple[Any, np.ndarray] | None:
+    """The clean judge of `task` and its standardized (target clips' mean - source clips' mean):
+    `toward_target`'s unit. Real clips of `seconds`, `n_clips` each side under `seed` (not the
+    vectors' clips); None for a fusion (two targets)."""
+    from musicgen_lens.data.synth import render_clip
+    from musicgen_lens.recipes import _specs
+
+    if "genres" in task:
+        return None
+    sr = model.sample_rate
+    neg = _specs(model, n_clips, seed + 1, seconds, **task["neg"])
+    pos = [dataclasses.replace(c, accompaniment=task["paired"]) for c in neg] if task.get("paired") else _specs(model, n_clips, seed, seconds, **task["pos"])
+    judge = clean_classifier(task["judged"])
+    pos_X, neg_X = (judge.standardize(_Featurized.of([np.asarray(render_clip(c), np.float32) for c in clips], sr).X) for clips in (pos, neg))
+    return judge, pos_X.mean(0) - neg_X.mean(0)
+
+
+def _moved(direction: tuple[Any, np.ndarray], X_steered: np.ndarray, X_unsteered: np.ndarray) -> np.ndarray:
+    judge, d = direction
+    return (judge.standardize(X_steered) - judge.standardize(X_unsteered)) @ d / float(d @ d)
 
 
 def toward_target(model: Any, audio_steered: Sequence[np.ndarray], audio_unsteered: Sequence[np.ndarray], source: str = "trumpet",
@@ -315,22 +346,14 @@ def toward_target(model: Any, audio_steered: Sequence[np.ndarray], audio_unsteer
     1: as far as a real source clip is from a real target clip, on average. The judge's label can
     flip across its boundary at a small fraction: this says how much of the way the sound went.
     The real clips (`n_clips` each side, seed `seed`: not the vectors' clips) are rendered as long
-    as the steered window, as `steering_sweep` builds them for `concept`; not for a fusion."""
-    from musicgen_lens.data.synth import render_clip
-    from musicgen_lens.recipes import _specs
-
-    task = _task(concept, source, target, style, instrument)
-    if "genres" in task:
+    as the steered window, as `steering_sweep` builds them for `concept`; not for a fusion.
+    `steering_sweep` rows carry it as `moved` (mean over seeds) and `moved_successes`."""
+    direction = _target_direction(model, _task(concept, source, target, style, instrument), min(len(a) for a in audio_steered) / model.sample_rate,
+                                  n_clips, seed)
+    if direction is None:
         raise ValueError("toward_target needs one target: a fusion has two genres")
     sr = model.sample_rate
-    seconds = min(len(a) for a in audio_steered) / sr
-    neg = _specs(model, n_clips, seed + 1, seconds, **task["neg"])
-    pos = [dataclasses.replace(c, accompaniment=task["paired"]) for c in neg] if task.get("paired") else _specs(model, n_clips, seed, seconds, **task["pos"])
-    judge = clean_classifier(task["judged"])
-    real = {k: judge.standardize(_Featurized.of([np.asarray(render_clip(c), np.float32) for c in clips], sr).X) for k, clips in (("pos", pos), ("neg", neg))}
-    d = real["pos"].mean(0) - real["neg"].mean(0)
-    moved = judge.standardize(_Featurized.of(list(audio_steered), sr).X) - judge.standardize(_Featurized.of(list(audio_unsteered), sr).X)
-    return moved @ d / float(d @ d)
+    return _moved(direction, _Featurized.of(list(audio_steered), sr).X, _Featurized.of(list(audio_unsteered), sr).X)
 
 
 def passes_quality(row: dict[str, Any], tolerance: Tolerance = Tolerance(), max_collapse_rate: float = 0.25) -> bool:
@@ -384,11 +407,13 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
 
 def sweep_table_markdown(table: Sequence[dict[str, Any]]) -> str:
     """The table as Markdown: one line per setting."""
-    lines = ["| setting | n | success | collapse | heard | style/instrument kept | entropy ratio | Fréchet ratio | tempo kept | on tempo |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | n | success | collapse | heard | style/instrument kept | entropy ratio | Fréchet ratio | tempo kept | on tempo | moved (successes) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(f"| `{r.get('key', setting_key(r))}` | {r['n']} | {r['success_rate']:.2f} ± {r['success_rate_se']:.2f} | "
                      f"{r['collapse_rate']:.2f} ± {r['collapse_rate_se']:.2f} | {r['heard_rate']:.2f} | {r['kept_rate']:.2f} | "
                      f"{r['entropy_ratio']:.2f} | {r['frechet_ratio']:.2f} | {r['tempo_kept']:.2f} | "
-                     f"{'–' if r.get('on_tempo_rate') is None else format(r['on_tempo_rate'], '.2f')} |")
+                     f"{'–' if r.get('on_tempo_rate') is None else format(r['on_tempo_rate'], '.2f')} | "
+                     f"{'–' if r.get('moved') is None else format(r['moved'], '.2f')}"
+                     f"{'' if r.get('moved_successes') is None else ' (' + format(r['moved_successes'], '.2f') + ')'} |")
     return "\n".join(lines)
