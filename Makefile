@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps "$(TINYSOUNDFONT_SPEC)"
 	touch $@
 
-# 16 seeds of each demo (tabla, violin, rock) at the stored recommended setting, judged with the verdict (50-150 s on 2 shared cores).
+# Three of make eval's demos (tabla from a flute clip, violin from second 5, the classical -> electronic -> rock chain), each at its stored
+# setting on the held-out seeds 16-31, judged with the verdict and toward_target (50-70 s on 2 cores).
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 $(PY) -m musicgen_lens.demo --out $(DEMO_OUT)
 
