@@ -53,7 +53,8 @@ def test_sweep_table_has_one_row_per_setting_and_consistent_rates(model, monkeyp
     md = sweep_table_markdown(rows)
     assert md.count("\n") == len(rows) + 1
     fig = sweep_figure(rows)
-    assert len(fig.axes) == 2  # success and heard rate
+    assert len(fig.axes) == 3  # success rate, heard rate, moved towards the target
+    assert len(fig.axes[2].lines) + len(fig.axes[2].containers) >= len(rows)  # every row with a move is drawn
     best = recommend(rows)
     assert best is None or best in rows
 

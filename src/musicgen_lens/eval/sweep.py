@@ -374,14 +374,16 @@ def recommend(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(
 
 
 def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Tolerance(), title: str = "") -> Any:
-    """Two panels, one point per setting against the codebook-0 entropy ratio: the success rate
-    (± SE; labelled when above 0; the recommended setting circled) and the heard rate (the judge
+    """Three panels, one point per setting against the codebook-0 entropy ratio: the success rate
+    (± SE; labelled when above 0; the recommended setting circled), the heard rate (the judge
     says the target, collapsed or not; labelled from 0.5), so that a sweep with no success still
-    shows where the target was heard and at what cost. The dashed line is the collapse tolerance."""
+    shows where the target was heard and at what cost, and how far the sound moved towards the
+    target's real clips (`toward_target`, mean over the seeds; rows without it are left out): a
+    label can be heard where the sound barely moved. The dashed line is the collapse tolerance."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 5.5), layout="constrained")
-    ax_success, ax_heard = fig.subplots(1, 2, sharex=True)
+    fig = Figure(figsize=(17, 5.5), layout="constrained")
+    ax_success, ax_heard, ax_moved = fig.subplots(1, 3, sharex=True)
     markers = {"probe": "o", "diff_means": "s", "clamp": "^", PROMPTED: "*"}
     for r in table:
         color = "tab:green" if r["method"] == PROMPTED else "tab:red" if r["collapse_rate"] > 0.25 else "tab:blue"
@@ -389,6 +391,8 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
         key = r.get("key", setting_key(r))
         ax_success.errorbar(r["entropy_ratio"], r["success_rate"], yerr=r["success_rate_se"], **style)
         ax_heard.errorbar(r["entropy_ratio"], r["heard_rate"], yerr=r.get("heard_rate_se", 0.0), **style)
+        if r.get("moved") is not None:
+            ax_moved.errorbar(r["entropy_ratio"], r["moved"], **style)
         if r["success_rate"] > 0:  # the rest pile up at 0: unlabelled
             ax_success.annotate(key, (r["entropy_ratio"], r["success_rate"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         if r["heard_rate"] >= 0.5:
@@ -396,11 +400,14 @@ def sweep_figure(table: Sequence[dict[str, Any]], tolerance: Tolerance = Toleran
     best = recommend(table, tolerance)
     if best is not None:
         ax_success.plot(best["entropy_ratio"], best["success_rate"], "o", ms=16, mfc="none", mec="black")
-    for ax, label in ((ax_success, "success rate (verdict)"), (ax_heard, "heard rate (judge's label, collapsed or not)")):
+    for ax, label in ((ax_success, "success rate (verdict)"), (ax_heard, "heard rate (judge's label, collapsed or not)"),
+                      (ax_moved, "moved towards real target clips (1 = a whole source-to-target distance)")):
         ax.axvline(tolerance.entropy_ratio, color="grey", ls="--", lw=1)
         ax.set_xlabel("codebook-0 entropy, steered / unsteered (same seed)")
         ax.set_ylabel(label)
-        ax.set_ylim(-0.05, 1.05)
+        if ax is not ax_moved:  # a move is not a rate: it can pass 1 or go negative
+            ax.set_ylim(-0.05, 1.05)
+    ax_moved.axhline(1.0, color="grey", ls=":", lw=1)
     fig.suptitle(title or "steering sweep: o probe, s diff_means, ^ clamp, green * the target prompted (no steering); red: > 25% collapse")
     return fig
 
