@@ -240,15 +240,15 @@ def test_the_demo_report_says_what_a_count_does_not():
 
     outcomes = ["success"] * 15 + ["not_heard"]
     row = dict(n=16, heard_rate=1.0, heard_rate_unsteered=13 / 16, on_tempo_rate=6 / 16, on_tempo_rate_unsteered=7 / 16, kept_rate_unsteered=1 / 16,
-               outcomes=outcomes)
-    notes = caveats(row, "rock", "instrument", "trumpet", moved=[0.1] * 15 + [2.0])
+               outcomes=outcomes, moved=0.2, moved_successes=0.1)
+    notes = caveats(row, "rock", "instrument", "trumpet")
     assert len(notes) == 4
-    assert "the successes moved the sound 0.10 of the way to real rock clips" in notes[0]  # the failure's 2.0 is not a success's
+    assert "the successes moved the sound 0.10 of the way to real rock clips" in notes[0]  # the successes' move, not all seeds' 0.2
     assert "already have rock in 13/16 (steered: 16/16): the steering adds it to 3 more seeds, not 16" in notes[1]
     assert "6/16 steered vs 7/16 unsteered" in notes[2] and "(trumpet) is heard in 1/16 unsteered runs" in notes[3]
     clean = dict(n=16, heard_rate=0.75, heard_rate_unsteered=0.0, on_tempo_rate=0.75, on_tempo_rate_unsteered=0.25, kept_rate_unsteered=1.0,
                  outcomes=outcomes)
-    assert caveats(clean, "tabla", "instrument", "flute", moved=[1.0] * 16) == [] == caveats(clean, "tabla", "instrument", "flute")
+    assert caveats(dict(clean, moved_successes=1.0), "tabla", "instrument", "flute") == [] == caveats(clean, "tabla", "instrument", "flute")
     assert caveats(dict(clean, on_tempo_rate=None), "violin", "style", "classical") == []
 
 

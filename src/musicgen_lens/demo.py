@@ -64,15 +64,14 @@ def _setting(model: HookedMusicGen, demo: str, target: str) -> tuple[dict[str, A
     return (stored, stored) if stored is not None else (default_setting(model, target), None)
 
 
-def caveats(row: dict[str, Any], target: str, kept: str, kept_value: str, moved: Any = None) -> list[str]:
+def caveats(row: dict[str, Any], target: str, kept: str, kept_value: str) -> list[str]:
     """What a demo's success count does not say, read off its own row: a target the unsteered runs
     already have, a tempo the melody's own onsets match as often, an attribute "kept" that the
-    unsteered runs did not have as prompted either, and (`moved`: `eval.toward_target` per seed)
-    successes whose sound moved less than a quarter of the way to the target's real clips."""
-    n, out = row["n"], []
-    wins = [m for m, o in zip(moved if moved is not None else [], row["outcomes"]) if o == "success"]
-    if wins and float(np.mean(wins)) < 0.25:
-        out.append(f"the successes moved the sound {np.mean(wins):.2f} of the way to real {target} clips (`eval.toward_target`): "
+    unsteered runs did not have as prompted either, and successes whose sound moved less than a
+    quarter of the way to the target's real clips (the row's `moved_successes`, `eval.toward_target`)."""
+    n, out, moved = row["n"], [], row.get("moved_successes")
+    if moved is not None and moved < 0.25:
+        out.append(f"the successes moved the sound {moved:.2f} of the way to real {target} clips (`eval.toward_target`): "
                    f"the judge's label says {target}, the sound barely moved")
     heard, heard0 = round(row["heard_rate"] * n), round(row["heard_rate_unsteered"] * n)
     if heard0 >= n / 2:
@@ -105,7 +104,6 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
                           n_reference=100, batch_size=args.seeds, return_audio=True)
     sr, n, c, outcomes = model.sample_rate, row["n"], row["counts"], row["outcomes"]
     moved = row["moved_per_seed"]  # `eval.toward_target` per seed
-    wins = [m for m, o in zip(moved, outcomes) if o == "success"]
     files = []
     for kind, pick in (("success", [i for i, o in enumerate(outcomes) if o == "success"]),
                        ("collapse", [i for i, o in enumerate(outcomes) if o == "collapse"]),
@@ -149,7 +147,8 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
           if row.get("tempo_bpm") is not None else []),
         f"- moved towards the target's real clips (`eval.toward_target`: 0 = its unsteered run, 1 = a real {spec['source'] or 'no-' + target} "
         f"clip's distance to a real {target} clip, clean judge's features): {np.mean(moved):.2f} per seed on average"
-        + (f", {np.mean(wins):.2f} over the successes" if wins else "") + f" (range {np.min(moved):.2f} to {np.max(moved):.2f})",
+        + ("" if row["moved_successes"] is None else f", {row['moved_successes']:.2f} over the successes")
+        + f" (range {np.min(moved):.2f} to {np.max(moved):.2f})",
         f"- codebook-0 entropy steered / unsteered: {row['entropy_ratio']:.2f}; Fréchet distance to real clips steered / unsteered: "
         f"{row['frechet_ratio']:.2f}; codes before second {row['start']:g} bit-identical: {row['frames_before_start_identical']:.0%}",
         *([f"- in `make eval` this setting was picked as the best of its demo's sweep on seeds 0-{stored['n'] - 1} (success "
@@ -163,7 +162,7 @@ def _job(model: HookedMusicGen, name: str, args: argparse.Namespace, out: Path) 
           if stored is None else []),
         "",
     ]
-    notes = caveats(row, target, kept, kept_value, moved)
+    notes = caveats(row, target, kept, kept_value)
     lines[-1:-1] = [f"- read with it: {note}" for note in notes]
     return lines, files, row["frames_before_start_identical"] == 1.0, f"{name} passed in {c['success']}/{n}" + (
         " seeds, but the set fails the Fréchet check (rate 0)" if row["frechet_ok"] is False and c["success"] else "") + (
